@@ -1,0 +1,308 @@
+"""Read RVC checkpoint files safely and turn them into a validated ModelSpec + fp32 state dict.
+
+Two layouts exist in the wild:
+- the "small model" that RVC WebUI / Applio export and users share: ``{"weight", "config", "info",
+  "sr", "f0", "version"}`` with fp16 weights and ``enc_q`` removed;
+- the training checkpoint ``G_*.pth``: ``{"model", "iteration", "optimizer", "learning_rate"}`` with
+  ``enc_q`` still present and no config (given as RVC's JSON config, or inferred from weight shapes).
+
+A checkpoint is data, never code: only ``torch.load(weights_only=True)`` touches it, after the zip
+container has been checked for sizes that would exhaust memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+from .spec import FEATURE_DIM, SAMPLE_RATE_TAGS, ModelSpec, from_config_list, official_config
+
+# Far above any RVC checkpoint (a v2 training checkpoint with optimizer state is ~0.5 GB).
+MAX_UNPACKED_BYTES = 4 * 1024**3
+# torch.save stores members uncompressed; a high ratio means a crafted archive.
+MAX_COMPRESSION_RATIO = 50
+WEIGHT_NORM_SUFFIXES = {
+    "weight_g": "g",
+    "weight_v": "v",
+    "parametrizations.weight.original0": "g",
+    "parametrizations.weight.original1": "v",
+}
+
+
+@dataclass
+class Checkpoint:
+    """A loaded, validated checkpoint: what every later stage starts from."""
+
+    path: Path
+    spec: ModelSpec
+    state_dict: dict[str, Any]  # inference keys only, fp32, weight norm folded
+    sha256: str
+    layout: str  # "small-model" or "training"
+    stored_dtype: str
+    info: str | None = None
+    weight_norm_style: str | None = None  # "weight_g/weight_v", "parametrizations", or None (folded)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_container(path: Path) -> None:
+    """Refuse archives whose declared contents would exhaust memory before torch reads them."""
+    if not zipfile.is_zipfile(path):
+        # Pre-1.6 torch files are bare pickles; weights_only still refuses code, and size is bounded
+        # by the file itself.
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint archive ({exc})") from None
+    total = sum(member.file_size for member in members)
+    if total > MAX_UNPACKED_BYTES:
+        raise CheckpointError(f"{path}: archive declares {total} bytes of tensors, over the {MAX_UNPACKED_BYTES}-byte limit")
+    for member in members:
+        if member.file_size > MAX_COMPRESSION_RATIO * max(member.compress_size, 1) and member.file_size > 1 << 20:
+            raise CheckpointError(f"{path}: archive member {member.filename} is compressed {member.file_size // max(member.compress_size, 1)}x; refusing a possible zip bomb")
+
+
+def _torch_load(path: Path) -> Any:
+    import torch
+
+    _check_container(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused: the file is not plain tensor data ({first[:160]})") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError, TypeError, IndexError) as exc:
+        if not zipfile.is_zipfile(path):
+            with open(path, "rb") as handle:
+                magic = handle.read(2)
+            if not magic.startswith((b"\x80", b"PK")):
+                raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint ({first[:160]})") from None
+
+
+def _fold_weight_norm(weights: dict[str, Any], path: Path) -> tuple[dict[str, Any], str | None]:
+    """Replace every (g, v) weight-norm pair with the plain weight g * v / ||v|| (norm over dims 1..)."""
+    import torch
+
+    pairs: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
+    style = None
+    for key, value in weights.items():
+        for suffix, role in WEIGHT_NORM_SUFFIXES.items():
+            if key.endswith("." + suffix):
+                prefix = key[: -len(suffix) - 1]
+                pairs.setdefault(prefix, {})[role] = value
+                style = "parametrizations" if suffix.startswith("parametrizations") else "weight_g/weight_v"
+                break
+        else:
+            out[key] = value
+    for prefix, pair in pairs.items():
+        if set(pair) != {"g", "v"}:
+            raise CheckpointError(f"{path}: weight-norm pair for {prefix} is incomplete (has only {sorted(pair)})")
+        g, v = pair["g"].float(), pair["v"].float()
+        if g.numel() != v.shape[0]:
+            raise CheckpointError(f"{path}: weight-norm magnitude of {prefix} has shape {tuple(g.shape)}, direction {tuple(v.shape)}")
+        norm = torch.linalg.vector_norm(v.reshape(v.shape[0], -1), dim=1).clamp_min(1e-12)
+        out[prefix + ".weight"] = v * (g.reshape(-1) / norm).reshape((-1,) + (1,) * (v.dim() - 1))
+    return out, style
+
+
+def _read_rvc_json_config(config_path: Path) -> list[Any]:
+    try:
+        data = json.loads(Path(config_path).read_text())
+        model, data_section = data["model"], data["data"]
+        return [
+            data_section["filter_length"] // 2 + 1,
+            32,
+            model["inter_channels"],
+            model["hidden_channels"],
+            model["filter_channels"],
+            model["n_heads"],
+            model["n_layers"],
+            model["kernel_size"],
+            model["p_dropout"],
+            model["resblock"],
+            model["resblock_kernel_sizes"],
+            model["resblock_dilation_sizes"],
+            model["upsample_rates"],
+            model["upsample_initial_channel"],
+            model["upsample_kernel_sizes"],
+            model["spk_embed_dim"],
+            model["gin_channels"],
+            data_section["sampling_rate"],
+        ]
+    except FileNotFoundError:
+        raise CheckpointError(f"{config_path}: config file not found") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{config_path}: not an RVC config json ({type(exc).__name__}: {exc})") from None
+
+
+def _shape(weights: dict[str, Any], key: str, path: Path) -> tuple[int, ...]:
+    if key not in weights:
+        raise CheckpointError(f"{path}: not an RVC synthesizer: missing weight {key}")
+    return tuple(weights[key].shape)
+
+
+def _infer_config(weights: dict[str, Any], version: str, f0: bool, sample_rate: str | None, spec_channels: int | None, path: Path) -> list[Any]:
+    """Recover the config of a training checkpoint from weight shapes, if exactly one official one fits."""
+    ups = sorted(int(k.split(".")[2]) for k in weights if k.startswith("dec.ups.") and k.endswith(".weight"))
+    up_kernels = [_shape(weights, f"dec.ups.{i}.weight", path)[2] for i in ups]
+    noise_kernels = [
+        _shape(weights, f"dec.noise_convs.{i}.weight", path)[2] for i in ups if f"dec.noise_convs.{i}.weight" in weights
+    ]
+    candidates = []
+    for tag in SAMPLE_RATE_TAGS:
+        if sample_rate and tag != sample_rate:
+            continue
+        config = official_config(version, tag)
+        rates, kernels = config[12], config[14]
+        if list(kernels) != up_kernels:
+            continue
+        if noise_kernels and noise_kernels != [2 * math.prod(rates[i + 1 :]) if i + 1 < len(rates) else 1 for i in range(len(rates))]:
+            continue
+        if spec_channels is not None and config[0] != spec_channels:
+            continue
+        candidates.append(config)
+    if len(candidates) != 1:
+        found = "no official config" if not candidates else f"{len(candidates)} official configs ({', '.join(str(c[17]) for c in candidates)} Hz)"
+        raise CheckpointError(f"{path}: cannot infer the model config from weight shapes ({found} fit); pass --config with RVC's config json")
+    config = list(candidates[0])
+    # Widths come from the weights themselves, so a non-default width still loads.
+    hidden, _ = _shape(weights, "enc_p.emb_phone.weight", path)
+    config[2] = _shape(weights, "enc_p.proj.weight", path)[0] // 2
+    config[3] = hidden
+    config[4] = _shape(weights, "enc_p.encoder.ffn_layers.0.conv_1.weight", path)[0]
+    config[5] = hidden // _shape(weights, "enc_p.encoder.attn_layers.0.emb_rel_k", path)[2]
+    config[6] = len({k.split(".")[3] for k in weights if k.startswith("enc_p.encoder.attn_layers.")})
+    config[7] = _shape(weights, "enc_p.encoder.ffn_layers.0.conv_1.weight", path)[2]
+    config[13] = _shape(weights, "dec.conv_pre.weight", path)[0]
+    config[15], config[16] = _shape(weights, "emb_g.weight", path)
+    return config
+
+
+def _weights_version_and_f0(weights: dict[str, Any], path: Path) -> tuple[str, bool]:
+    feature_dim = _shape(weights, "enc_p.emb_phone.weight", path)[1]
+    versions = [v for v, dim in FEATURE_DIM.items() if dim == feature_dim]
+    if not versions:
+        raise CheckpointError(f"{path}: content feature width {feature_dim} is neither 256 (v1) nor 768 (v2)")
+    return versions[0], "enc_p.emb_pitch.weight" in weights
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    config_path: str | Path | None = None,
+    sample_rate: str | None = None,
+) -> Checkpoint:
+    """Load and validate an RVC checkpoint; every problem is a one-line ``CheckpointError``."""
+    import torch
+
+    from .model import expected_shapes
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: file is empty")
+    if sample_rate is not None and sample_rate not in SAMPLE_RATE_TAGS:
+        raise CheckpointError(f"{path}: unknown sample rate {sample_rate!r} (expected one of {', '.join(SAMPLE_RATE_TAGS)})")
+    digest = sha256_file(path)
+    data = _torch_load(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not an RVC checkpoint (top level is {type(data).__name__}, not a dict)")
+
+    info = None
+    if "weight" in data and "config" in data:
+        layout, raw_weights = "small-model", data["weight"]
+        info = str(data.get("info")) if data.get("info") is not None else None
+    elif "model" in data and isinstance(data["model"], dict):
+        layout, raw_weights = "training", data["model"]
+    elif data and all(isinstance(k, str) for k in data) and any(k.startswith("enc_p.") for k in data):
+        layout, raw_weights = "training", data  # a bare state dict
+    else:
+        keys = ", ".join(sorted(map(str, data))[:6])
+        raise CheckpointError(f"{path}: not an RVC checkpoint (no 'weight'+'config' or 'model' entry; top-level keys: {keys})")
+    if not isinstance(raw_weights, dict) or not all(isinstance(v, torch.Tensor) for v in raw_weights.values()):
+        raise CheckpointError(f"{path}: the weights entry is not a mapping of names to tensors")
+
+    stored = sorted({str(v.dtype).replace("torch.", "") for v in raw_weights.values()})
+    spec_channels = None
+    if "enc_q.enc.pre.weight" in raw_weights:
+        spec_channels = int(raw_weights["enc_q.enc.pre.weight"].shape[1])
+    weights = {k: v for k, v in raw_weights.items() if not k.startswith("enc_q.")}
+    weights, wn_style = _fold_weight_norm(weights, path)
+    weights_version, weights_f0 = _weights_version_and_f0(weights, path)
+
+    if layout == "small-model":
+        version = data.get("version", "v1")  # RVC wrote no version before v2 existed
+        if version not in FEATURE_DIM:
+            raise CheckpointError(f"{path}: unknown version {version!r} (expected 'v1' or 'v2')")
+        if version != weights_version:
+            raise CheckpointError(f"{path}: declared version {version} but the weights take {FEATURE_DIM[weights_version]}-dim features ({weights_version})")
+        try:
+            f0 = bool(int(data.get("f0", 1)))
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{path}: 'f0' entry {data.get('f0')!r} is not 0 or 1") from None
+        if f0 != weights_f0:
+            raise CheckpointError(f"{path}: declared f0={int(f0)} but the weights {'have' if weights_f0 else 'lack'} a pitch embedding")
+        config = data["config"]
+        declared_sr = data.get("sr")
+        if isinstance(config, (list, tuple)) and len(config) == 18 and declared_sr in SAMPLE_RATE_TAGS:
+            if SAMPLE_RATE_TAGS[declared_sr] != config[17]:
+                raise CheckpointError(f"{path}: 'sr' says {declared_sr} but config says {config[17]} Hz")
+    else:
+        version, f0 = weights_version, weights_f0
+        if config_path is not None:
+            config = _read_rvc_json_config(Path(config_path))
+        else:
+            config = _infer_config(weights, version, f0, sample_rate, spec_channels, path)
+
+    n_speakers = int(_shape(weights, "emb_g.weight", path)[0])  # RVC's loader takes the count from the weight
+    spec = from_config_list(config, version=version, f0=f0, source=str(path), n_speakers=n_speakers)
+    _validate_weights(weights, expected_shapes(spec), path)
+    return Checkpoint(
+        path=path,
+        spec=spec,
+        state_dict={k: v.float().contiguous() for k, v in weights.items()},
+        sha256=digest,
+        layout=layout,
+        stored_dtype="+".join(stored),
+        info=info,
+        weight_norm_style=wn_style,
+    )
+
+
+def _validate_weights(weights: dict[str, Any], expected: dict[str, tuple[int, ...]], path: Path) -> None:
+    import torch
+
+    missing = sorted(set(expected) - set(weights))
+    if missing:
+        raise CheckpointError(f"{path}: not an RVC synthesizer matching its config: missing weight {missing[0]} ({len(missing)} missing)")
+    unexpected = sorted(set(weights) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{path}: unexpected weight {unexpected[0]} ({len(unexpected)} unexpected): a state dict from another model?")
+    for key, shape in expected.items():
+        actual = tuple(weights[key].shape)
+        if actual != shape:
+            raise CheckpointError(f"{path}: weight {key} has shape {list(actual)} but the config implies {list(shape)}")
+        tensor = weights[key]
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{path}: weight {key} has non-float dtype {tensor.dtype}")
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: weight {key} contains NaN or Inf")

@@ -1,0 +1,48 @@
+"""The README's main command: the whole flow on a bundled example, with nothing downloaded.
+
+A v2 40k checkpoint with random weights stands in for a user's voice (no real RVC weights can be had
+here); the features and pitch come from the real data bundled in ``calibration/data``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "out" / "demo"
+
+
+def demo_inputs() -> tuple[np.ndarray, np.ndarray]:
+    """Real v2 content features (RVC's silence features, upsampled 2x) and a speech-like pitch contour."""
+    features = np.load(ROOT / "calibration" / "data" / "mute_feature768.npy").astype(np.float32)
+    features = np.repeat(features, 2, axis=0)  # 50 -> 100 frames/s, as RVC's pipeline does
+    frames = features.shape[0]
+    t = np.arange(frames) / 100.0
+    f0 = (180.0 + 30.0 * np.sin(2 * np.pi * 0.7 * t) + 4.0 * np.sin(2 * np.pi * 5.5 * t)).astype(np.float32)
+    f0[(t > 1.2) & (t < 1.45)] = 0.0  # an unvoiced gap
+    return features, f0
+
+
+def run(*args: str) -> None:
+    print("$ rvc-compile " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "rvc_compile.cli", *args], check=True)
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    checkpoint = OUT / "demo_voice_v2_40k.pth"
+    if not checkpoint.exists():
+        run("make-checkpoint", str(checkpoint), "--version", "v2", "--sample-rate", "40k", "--seed", "7")
+    features, f0 = demo_inputs()
+    np.save(OUT / "features.npy", features)
+    np.save(OUT / "f0.npy", f0)
+    run("inspect", str(checkpoint))
+    run("infer", str(checkpoint), "--features", str(OUT / "features.npy"), "--f0", str(OUT / "f0.npy"), "-o", str(OUT / "reference.wav"))
+
+
+if __name__ == "__main__":
+    main()

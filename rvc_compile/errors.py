@@ -1,0 +1,44 @@
+"""Errors a user can cause.
+
+Every error a user can trigger with bad input is an ``RvcCompileError`` whose message is one line
+naming the file or key at fault. The CLI prints it without a traceback and exits 2; a failed gate
+(accuracy or latency out of budget) is ``GateFailure`` and exits 1.
+"""
+
+from __future__ import annotations
+
+
+class RvcCompileError(Exception):
+    """Base class of every error caused by the user's input. ``exit_code`` is what the CLI returns."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        # One line, always: a multi-line message would hide the part that names the culprit.
+        super().__init__(" ".join(str(message).split()))
+
+
+class CheckpointError(RvcCompileError):
+    """A checkpoint file is unreadable, unsafe, or does not describe an RVC synthesizer."""
+
+
+class InputError(RvcCompileError):
+    """Inference inputs (features, f0, speaker, noise) are malformed."""
+
+
+class RecipeError(RvcCompileError):
+    """A build recipe is invalid."""
+
+
+class ArtifactError(RvcCompileError):
+    """An artifact is missing, tampered with or otherwise unusable."""
+
+
+class BuildError(RvcCompileError):
+    """A build stage failed (export, a pass, a backend compile, a multi-length check)."""
+
+
+class GateFailure(RvcCompileError):
+    """An accuracy or latency gate failed."""
+
+    exit_code = 1

@@ -1,0 +1,50 @@
+"""``rvc-compile inspect``: what a checkpoint is and what it costs to run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import load_checkpoint
+from .reference import flops_per_second, parameter_counts
+
+
+def describe_checkpoint(path: Path, *, config_path: Path | None = None, sample_rate: str | None = None) -> dict[str, Any]:
+    checkpoint = load_checkpoint(path, config_path=config_path, sample_rate=sample_rate)
+    spec = checkpoint.spec
+    flops = flops_per_second(spec, checkpoint.state_dict)
+    return {
+        "path": str(path),
+        "sha256": checkpoint.sha256,
+        "layout": checkpoint.layout,
+        "version": spec.version,
+        "sample_rate": spec.sampling_rate,
+        "f0": spec.f0,
+        "feature_dim": spec.feature_dim,
+        "hop_length": spec.hop_length,
+        "n_speakers": spec.n_speakers,
+        "stored_dtype": checkpoint.stored_dtype,
+        "weight_norm": checkpoint.weight_norm_style,
+        "info": checkpoint.info,
+        "config": spec.to_config_list(),
+        "parameters": parameter_counts(checkpoint.state_dict),
+        "gflop_per_second_of_audio": {name: round(value / 1e9, 3) for name, value in flops.items()},
+    }
+
+
+def format_description(d: dict[str, Any]) -> str:
+    params = d["parameters"]
+    gflop = d["gflop_per_second_of_audio"]
+    lines = [
+        f"checkpoint      {d['path']}",
+        f"sha256          {d['sha256']}",
+        f"layout          {d['layout']}  (stored {d['stored_dtype']}, weight norm: {d['weight_norm'] or 'folded'})",
+        f"version         {d['version']}  ({d['feature_dim']}-dim content features)",
+        f"sample rate     {d['sample_rate']} Hz  (hop {d['hop_length']} samples, 100 frames/s)",
+        f"pitch (f0)      {'yes (NSF decoder)' if d['f0'] else 'no'}",
+        f"speakers        {d['n_speakers']}",
+        f"config          {d['config']}",
+        "parameters      " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in params.items()),
+        "GFLOP / s audio " + ", ".join(f"{k} {v:.2f}" for k, v in gflop.items()),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""The fp32 eager PyTorch reference: what every compiled artifact is compared against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .inputs import NoiseSpec, make_noise, validate_inputs
+from .spec import ModelSpec
+
+
+class ReferenceModel:
+    """Runs a checkpoint in eager fp32 PyTorch with the same ``infer`` interface as compiled artifacts."""
+
+    def __init__(self, checkpoint: Checkpoint, threads: int | None = None):
+        import torch
+
+        from .model import build_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.checkpoint = checkpoint
+        self.spec: ModelSpec = checkpoint.spec
+        self.model = build_model(checkpoint.spec, checkpoint.state_dict)
+        self.source = str(checkpoint.path)
+
+    @classmethod
+    def from_path(cls, path: str | Path, **load_options: Any) -> "ReferenceModel":
+        return cls(load_checkpoint(path, **load_options))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.spec.sampling_rate
+
+    def graph_inputs(self, features: np.ndarray, f0: np.ndarray | None, speaker: int, noise: NoiseSpec) -> list[np.ndarray]:
+        """Validated inputs in the graph's order (see ``model.input_names``), batch dimension added."""
+        features, f0 = validate_inputs(
+            features, f0, feature_dim=self.spec.feature_dim, has_f0=self.spec.f0,
+            speaker=speaker, n_speakers=self.spec.n_speakers, source=self.source,
+        )
+        draws = make_noise(
+            noise, features.shape[0], inter_channels=self.spec.inter_channels,
+            hop_length=self.spec.hop_length, has_f0=self.spec.f0,
+        )
+        speaker_array = np.array([speaker], dtype=np.int64)
+        if self.spec.f0:
+            return [features[None], f0[None], speaker_array, draws["prior_noise"], draws["source_noise"]]
+        return [features[None], speaker_array, draws["prior_noise"]]
+
+    def infer(self, features: np.ndarray, f0: np.ndarray | None = None, speaker: int = 0, noise: NoiseSpec = "zero") -> np.ndarray:
+        """Audio [T*hop] float32 at ``sample_rate``."""
+        import torch
+
+        inputs = [torch.from_numpy(np.ascontiguousarray(a)) for a in self.graph_inputs(features, f0, speaker, noise)]
+        with torch.inference_mode():
+            return self.model(*inputs)[0].numpy()
+
+
+def flops_per_second(spec: ModelSpec, state_dict: dict[str, Any] | None = None) -> dict[str, float]:
+    """FLOPs (2 per multiply-add) for one second of audio, per top-level module, counted by torch."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .model import build_model
+
+    frames = int(round(spec.frames_per_second))
+    model = build_model(spec, state_dict) if state_dict is not None else build_model(spec)
+    inputs = [torch.zeros(1, frames, spec.feature_dim)]
+    if spec.f0:
+        inputs.append(torch.full((1, frames), 200.0))
+    inputs += [torch.zeros(1, dtype=torch.long), torch.zeros(1, spec.inter_channels, frames)]
+    if spec.f0:
+        inputs.append(torch.zeros(1, frames * spec.hop_length))
+    counter = FlopCounterMode(display=False, depth=1)
+    with counter, torch.inference_mode():
+        model(*inputs)
+    per_module = {name.split(".")[-1]: float(sum(ops.values())) for name, ops in counter.get_flop_counts().items() if name.count(".") == 1}
+    per_module["total"] = float(counter.get_total_flops())
+    return per_module
+
+
+def parameter_counts(state_dict: dict[str, Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for key, value in state_dict.items():
+        module = key.split(".")[0]
+        counts[module] = counts.get(module, 0) + int(value.numel())
+    counts["total"] = sum(counts.values())
+    return counts
