@@ -18,7 +18,7 @@ OUT = ROOT / "out" / "demo"
 
 def demo_inputs() -> tuple[np.ndarray, np.ndarray]:
     """Real v2 content features (RVC's silence features, upsampled 2x) and a speech-like pitch contour."""
-    features = np.load(ROOT / "calibration" / "data" / "mute_feature768.npy").astype(np.float32)
+    features = np.load(ROOT / "rvc_compile" / "data" / "mute_feature768.npy").astype(np.float32)
     features = np.repeat(features, 2, axis=0)  # 50 -> 100 frames/s, as RVC's pipeline does
     frames = features.shape[0]
     t = np.arange(frames) / 100.0

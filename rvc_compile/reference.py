@@ -28,12 +28,16 @@ class ReferenceModel:
         self.source = str(checkpoint.path)
 
     @classmethod
-    def from_path(cls, path: str | Path, **load_options: Any) -> "ReferenceModel":
-        return cls(load_checkpoint(path, **load_options))
+    def from_path(cls, path: str | Path, threads: int | None = None, **load_options: Any) -> "ReferenceModel":
+        return cls(load_checkpoint(path, **load_options), threads=threads)
 
     @property
     def sample_rate(self) -> int:
         return self.spec.sampling_rate
+
+    @property
+    def has_f0(self) -> bool:
+        return self.spec.f0
 
     def graph_inputs(self, features: np.ndarray, f0: np.ndarray | None, speaker: int, noise: NoiseSpec) -> list[np.ndarray]:
         """Validated inputs in the graph's order (see ``model.input_names``), batch dimension added."""

@@ -1,0 +1,31 @@
+"""Backends: one module each, with one small interface.
+
+- ``check_target(target)``: refuse what the backend cannot do (RecipeError), before any work;
+- ``build(onnx_path, target, out_dir) -> dict``: write the backend's files into the artifact folder and
+  return the manifest's ``backend`` section (file names, session/compile options);
+- ``load(artifact_dir, backend_section, threads=None) -> runner``: ``runner.run(inputs) -> audio``.
+
+Module top levels import numpy and the standard library only; each backend's library is imported in
+the function that needs it, so ``import rvc_compile.runtime`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from ..errors import ArtifactError, RecipeError
+
+BACKENDS = {
+    "onnxruntime": "rvc_compile.backends.onnxruntime",
+}
+PLANNED = {"openvino", "tensorrt", "aoti"}
+
+
+def get_backend(name: str, *, for_build: bool = True) -> ModuleType:
+    if name not in BACKENDS:
+        if for_build:
+            hint = " (planned, not implemented yet)" if name in PLANNED else ""
+            raise RecipeError(f"target.backend: backend {name!r} is not available{hint}; available: {', '.join(BACKENDS)}")
+        raise ArtifactError(f"artifact uses backend {name!r}, which this rvc-compile cannot load")
+    return importlib.import_module(BACKENDS[name])

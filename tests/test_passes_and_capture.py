@@ -1,0 +1,155 @@
+"""Each pass and the capture stage on their own, against the fp32 PyTorch reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rvc_compile.backends.onnxruntime import Runner, session_options
+from rvc_compile.capture import export_onnx, graph_inputs, multi_length_check
+from rvc_compile.checkpoint import load_checkpoint
+from rvc_compile.errors import BuildError, RecipeError
+from rvc_compile.model import build_model, input_names
+from rvc_compile.passes import PASSES, GraphState
+from rvc_compile.synthetic import make_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return load_checkpoint(make_checkpoint(tmp_path_factory.mktemp("ck") / "m.pth", size="small", seed=5))
+
+
+@pytest.fixture(scope="module")
+def nono_checkpoint(tmp_path_factory):
+    return load_checkpoint(make_checkpoint(tmp_path_factory.mktemp("ck") / "n.pth", size="small", f0=False, version="v1", sample_rate="48k", seed=6))
+
+
+def reference_runner(checkpoint, speaker=0):
+    model = build_model(checkpoint.spec, checkpoint.state_dict)
+
+    def run(inputs):
+        arrays = dict(inputs)
+        arrays.setdefault("speaker", np.array([speaker], dtype=np.int64))
+        with torch.inference_mode():
+            return model(*[torch.from_numpy(arrays[n]) for n in input_names(checkpoint.spec)]).numpy()
+
+    return run
+
+
+def ort(path):
+    return Runner(path, session_options(2, "all")).run
+
+
+def state_for(checkpoint):
+    return GraphState(spec=checkpoint.spec, model=build_model(checkpoint.spec, checkpoint.state_dict), input_names=input_names(checkpoint.spec))
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+@pytest.mark.parametrize("which", ["f0", "nono"])
+def test_captured_graph_matches_reference_at_lengths_it_was_not_traced_at(exporter, which, checkpoint, nono_checkpoint, tmp_path):
+    ck = checkpoint if which == "f0" else nono_checkpoint
+    state = state_for(ck)
+    path = export_onnx(state.model, ck.spec, state.input_names, tmp_path / "g.onnx", exporter=exporter, min_frames=4, max_frames=500)
+    results = multi_length_check("capture", ort(path), reference_runner(ck), ck.spec, state.input_names, [4, 17, 64, 499])
+    assert [r["frames"] for r in results] == [4, 17, 64, 499]
+    assert all(r["passed"] and r["relative_l2_error"] < 1e-4 for r in results)
+
+
+def test_static_capture_has_fixed_shapes(checkpoint, tmp_path):
+    import onnx
+
+    state = state_for(checkpoint)
+    path = export_onnx(state.model, checkpoint.spec, state.input_names, tmp_path / "s.onnx", exporter="dynamo", static_frames=25)
+    graph = onnx.load(str(path)).graph
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 25, 768]
+    multi_length_check("static", ort(path), reference_runner(checkpoint), checkpoint.spec, state.input_names, [25])
+
+
+def test_multi_length_check_catches_a_graph_that_baked_in_its_length(checkpoint):
+    """The classic broken export: correct at the traced length only."""
+    reference = reference_runner(checkpoint)
+    traced_frames = 20
+
+    def baked(inputs):
+        frames = inputs["features"].shape[1]
+        if frames != traced_frames:
+            raise RuntimeError(f"Reshape: cannot reshape {frames} frames into the traced {traced_frames}")
+        return reference(inputs)
+
+    names = input_names(checkpoint.spec)
+    multi_length_check("capture", baked, reference, checkpoint.spec, names, [20])
+    with pytest.raises(BuildError, match="fails at 21 frames"):
+        multi_length_check("capture", baked, reference, checkpoint.spec, names, [20, 21])
+
+
+def test_multi_length_check_catches_wrong_values_and_wrong_lengths(checkpoint):
+    reference = reference_runner(checkpoint)
+    names = input_names(checkpoint.spec)
+    with pytest.raises(BuildError, match="relative L2 error"):
+        multi_length_check("x", lambda i: reference(i) * 1.01, reference, checkpoint.spec, names, [10])
+    with pytest.raises(BuildError, match="samples at 10 frames"):
+        multi_length_check("x", lambda i: reference(i)[:, :-1], reference, checkpoint.spec, names, [10])
+
+
+def test_fold_weight_norm_refuses_leftover_training_parameters(checkpoint, tmp_path):
+    state = state_for(checkpoint)
+    out = PASSES["fold_weight_norm"](PASSES["fold_weight_norm"].Params()).run(state, tmp_path)
+    assert out.notes
+    state = state_for(checkpoint)
+    conv = torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv1d(2, 2, 1))
+    state.model.add_module("extra", conv)
+    with pytest.raises(BuildError, match="weight-norm"):
+        PASSES["fold_weight_norm"](PASSES["fold_weight_norm"].Params()).run(state, tmp_path)
+
+
+def test_fold_speaker_removes_the_input_and_keeps_that_speakers_output(checkpoint, tmp_path):
+    spec = checkpoint.spec
+    state = PASSES["fold_speaker"](PASSES["fold_speaker"].Params(speaker=2)).run(state_for(checkpoint), tmp_path)
+    assert "speaker" not in state.input_names and state.fixed_inputs == {"speaker": 2}
+    inputs = graph_inputs(spec, state.input_names, 30, seed=1)
+    with torch.inference_mode():
+        folded = state.model(*[torch.from_numpy(inputs[n]) for n in state.input_names]).numpy()
+    np.testing.assert_allclose(folded, reference_runner(checkpoint, speaker=2)(inputs), rtol=0, atol=1e-6)
+    assert np.abs(folded - reference_runner(checkpoint, speaker=1)(inputs)).max() > 1e-4
+    path = export_onnx(state.model, spec, state.input_names, tmp_path / "f.onnx", exporter="torchscript", min_frames=4, max_frames=200)
+    import onnx
+
+    assert [i.name for i in onnx.load(str(path)).graph.input] == state.input_names
+
+
+def test_fold_speaker_rejects_a_speaker_the_model_does_not_have(checkpoint, tmp_path):
+    with pytest.raises(RecipeError, match="out of range"):
+        PASSES["fold_speaker"](PASSES["fold_speaker"].Params(speaker=99)).run(state_for(checkpoint), tmp_path)
+
+
+def test_simplify_shrinks_the_graph_and_keeps_its_output(checkpoint, tmp_path):
+    import onnx
+
+    state = state_for(checkpoint)
+    state.onnx_path = export_onnx(state.model, checkpoint.spec, state.input_names, tmp_path / "t.onnx", exporter="torchscript", min_frames=4, max_frames=300)
+    before = len(onnx.load(str(state.onnx_path)).graph.node)
+    state = PASSES["simplify"](PASSES["simplify"].Params(tool="onnxslim")).run(state, tmp_path)
+    after = len(onnx.load(str(state.onnx_path)).graph.node)
+    assert after < before
+    multi_length_check("simplify", ort(state.onnx_path), reference_runner(checkpoint), checkpoint.spec, state.input_names, [4, 50, 300])
+
+
+def test_simplify_with_a_missing_tool_is_a_clear_error(checkpoint, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxsim(name, *args, **kwargs):
+        if name == "onnxsim":
+            raise ImportError("no onnxsim")
+        return real_import(name, *args, **kwargs)
+
+    state = state_for(checkpoint)
+    state.onnx_path = export_onnx(state.model, checkpoint.spec, state.input_names, tmp_path / "t.onnx", exporter="torchscript", min_frames=4, max_frames=100)
+    monkeypatch.setattr(builtins, "__import__", no_onnxsim)
+    with pytest.raises(BuildError, match="onnxsim is not installed"):
+        PASSES["simplify"](PASSES["simplify"].Params(tool="onnxsim")).run(state, tmp_path)
