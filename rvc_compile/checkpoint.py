@@ -275,7 +275,14 @@ def load_checkpoint(
 
     n_speakers = int(_shape(weights, "emb_g.weight", path)[0])  # RVC's loader takes the count from the weight
     spec = from_config_list(config, version=version, f0=f0, source=str(path), n_speakers=n_speakers)
-    _validate_weights(weights, expected_shapes(spec), path)
+    try:
+        _validate_weights(weights, expected_shapes(spec), path)
+    except CheckpointError as exc:
+        if layout != "training" or config_path is not None:
+            raise
+        # An inferred config only guesses the block structure; say how to give the real one.
+        detail = str(exc).removeprefix(f"{path}: ")
+        raise CheckpointError(f"{path}: the config inferred from weight shapes does not fit ({detail}); pass --config with RVC's config json") from None
     return Checkpoint(
         path=path,
         spec=spec,

@@ -1,0 +1,253 @@
+"""Artifact folders: the manifest, file hashes, atomic writes and integrity checks. Standard library only.
+
+An artifact is ``<root>/<name>/<version>/``. It is assembled in a hidden sibling folder and renamed into
+place by ``ArtifactWriter.commit`` once complete, so a reader never sees a half-written version: a
+failed or killed build leaves at most a stale ``.tmp-*`` folder, which the next build removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .errors import ArtifactError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MANIFEST_DIGEST = "manifest.sha256"
+_TMP_PREFIX = ".tmp-"
+_OLD_PREFIX = ".old-"
+STALE_AFTER_S = 24 * 3600  # a temporary folder this old belongs to no running build
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_json(value: Any) -> bytes:
+    """Key-sorted, compact, strict JSON: the bytes that hashes of structured data are taken over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+        raise ArtifactError(f"{what} {name!r}: use letters, digits, '.', '_' or '-' (at most 100 characters)")
+    return name
+
+
+def check_version(version: str) -> str:
+    if not isinstance(version, str) or not _SEMVER.match(version):
+        raise ArtifactError(f"version {version!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+    return version
+
+
+def file_table(directory: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every regular file under ``directory`` except the manifest and its digest."""
+    table = {}
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory).as_posix()
+        if relative in (MANIFEST, MANIFEST_DIGEST) or path.is_dir():
+            continue
+        if path.is_symlink() or not path.is_file():
+            raise ArtifactError(f"{path}: artifacts hold regular files only")
+        table[relative] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    return table
+
+
+def _write_sealed_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    text = json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n"
+    (directory / MANIFEST).write_text(text)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    (directory / MANIFEST_DIGEST).write_text(f"{digest}  {MANIFEST}\n")
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+class ArtifactWriter:
+    """Context manager that assembles ``<root>/<name>/<version>`` in a temporary folder.
+
+    Write files under ``writer.dir``, then call ``commit(manifest)``; leaving the block without a
+    commit (an exception, a gate failure) deletes the temporary folder.
+    """
+
+    def __init__(self, root: Path, name: str, version: str, *, force: bool = False):
+        self.root = Path(root)
+        self.name = check_name(name)
+        self.version = check_version(version)
+        self.force = force
+        self.parent = self.root / self.name
+        self.final = self.parent / self.version
+        self.dir: Path = self.parent / f"{_TMP_PREFIX}{self.version}-{secrets.token_hex(4)}"
+        self.committed: Path | None = None
+
+    def __enter__(self) -> "ArtifactWriter":
+        if self.final.exists() and not self.force:
+            raise ArtifactError(f"{self.final}: version {self.version} already exists; bump the version or pass --force")
+        try:
+            self.parent.mkdir(parents=True, exist_ok=True)
+            clean_stale(self.parent)
+            self.dir.mkdir()
+        except OSError as exc:
+            raise ArtifactError(f"{self.parent}: cannot create the artifact folder ({exc.strerror or exc})") from None
+        return self
+
+    def commit(self, manifest: dict[str, Any]) -> Path:
+        """Hash every file, write the manifest and rename the folder into place."""
+        manifest = dict(manifest)
+        manifest["format_version"] = FORMAT_VERSION
+        manifest["name"], manifest["version"] = self.name, self.version
+        manifest["files"] = file_table(self.dir)
+        _write_sealed_manifest(self.dir, manifest)
+        _fsync_tree(self.dir)
+        if self.final.exists():
+            if not self.force:
+                raise ArtifactError(f"{self.final}: version {self.version} appeared during the build; not overwritten")
+            # Swap: move the old version aside first so the final path is never half-populated.
+            old = self.parent / f"{_OLD_PREFIX}{self.version}-{secrets.token_hex(4)}"
+            os.rename(self.final, old)
+            os.rename(self.dir, self.final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(self.dir, self.final)
+        self.committed = self.final
+        return self.final
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.committed is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            try:
+                self.parent.rmdir()  # only succeeds if this build created it and left it empty
+            except OSError:
+                pass
+
+
+def clean_stale(parent: Path, max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove temporary folders of builds that were killed (older than ``max_age_s``)."""
+    removed = []
+    now = time.time()
+    for path in parent.iterdir() if parent.is_dir() else []:
+        if path.name.startswith((_TMP_PREFIX, _OLD_PREFIX)) and path.is_dir():
+            try:
+                if now - path.stat().st_mtime > max_age_s or path.name.startswith(_OLD_PREFIX):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
+            except OSError:
+                continue
+    return removed
+
+
+def _safe_relative(name: Any, directory: Path) -> str:
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        raise ArtifactError(f"{directory / MANIFEST}: invalid file name {name!r} in 'files'")
+    posix = PurePosixPath(name)
+    if posix.is_absolute() or ".." in posix.parts or name != posix.as_posix():
+        raise ArtifactError(f"{directory / MANIFEST}: file name {name!r} escapes the artifact folder")
+    return name
+
+
+REQUIRED_KEYS = ("format_version", "name", "version", "backend", "model", "signature", "golden", "files", "accuracy_budget", "latency", "target")
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """Parse and structurally validate ``manifest.json``; ArtifactError (exit 2) when it is unusable."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: no such artifact folder")
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing; {directory} is not an rvc-compile artifact") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable ({exc})") from None
+    try:
+        manifest = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({str(exc)[:120]})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: expected a JSON object")
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise ArtifactError(f"{path}: missing keys {', '.join(missing)}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format version {manifest['format_version']!r}; this rvc-compile reads {FORMAT_VERSION}")
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{path}: 'files' must be an object")
+    for name, entry in files.items():
+        _safe_relative(name, directory)
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("size"), int):
+            raise ArtifactError(f"{path}: entry for {name!r} needs sha256 and size")
+    for key in ("backend", "model", "signature", "target", "latency", "accuracy_budget"):
+        if not isinstance(manifest[key], dict):
+            raise ArtifactError(f"{path}: '{key}' must be an object")
+    if not isinstance(manifest["golden"], list):
+        raise ArtifactError(f"{path}: 'golden' must be a list")
+    backend_files = manifest["backend"].get("files", {})
+    if not isinstance(backend_files, dict) or any(name not in files for name in backend_files.values()):
+        raise ArtifactError(f"{path}: backend files are not listed in 'files'")
+    for entry in manifest["golden"]:
+        if not isinstance(entry, dict) or entry.get("file") not in files:
+            raise ArtifactError(f"{path}: golden case {entry!r} is not listed in 'files'")
+    return manifest
+
+
+def check_integrity(directory: Path) -> list[str]:
+    """Every problem found by re-hashing: changed, missing or extra files, an edited manifest."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    problems = []
+    digest_path = directory / MANIFEST_DIGEST
+    try:
+        recorded = digest_path.read_text().split()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        problems.append(f"{MANIFEST_DIGEST}: missing or unreadable")
+    else:
+        if sha256_file(directory / MANIFEST) != recorded:
+            problems.append(f"{MANIFEST}: contents changed (sha256 differs from {MANIFEST_DIGEST})")
+    for name, entry in manifest["files"].items():
+        path = directory / name
+        if not path.is_file() or path.is_symlink():
+            problems.append(f"{name}: missing")
+            continue
+        size = path.stat().st_size
+        if size != entry["size"]:
+            problems.append(f"{name}: size {size} bytes, manifest says {entry['size']}")
+        elif sha256_file(path) != entry["sha256"]:
+            problems.append(f"{name}: sha256 differs from the manifest")
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory).as_posix()
+        if path.is_dir() and not path.is_symlink() or relative in (MANIFEST, MANIFEST_DIGEST):
+            continue
+        if relative not in manifest["files"]:
+            problems.append(f"{relative}: not listed in the manifest")
+    return problems
+
+
+def verify_or_raise(directory: Path, *, allow_tampered: bool = False) -> dict[str, Any]:
+    """The manifest of an intact artifact; ArtifactError naming the first problem otherwise."""
+    manifest = read_manifest(directory)
+    if not allow_tampered:
+        problems = check_integrity(directory)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ArtifactError(f"{directory}: integrity check failed: {problems[0]}{more}; pass allow_tampered=True to load anyway")
+    return manifest

@@ -1,0 +1,44 @@
+"""Shared fixtures: small official-format checkpoints (random weights) and a CLI runner."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from rvc_compile.synthetic import make_checkpoint
+
+
+@pytest.fixture(scope="session")
+def checkpoint_factory(tmp_path_factory) -> Callable[..., Path]:
+    """``factory(version="v2", sample_rate="40k", f0=True, **options)`` -> a cached small checkpoint."""
+    cache: dict[tuple, Path] = {}
+    root = tmp_path_factory.mktemp("checkpoints")
+
+    def factory(version: str = "v2", sample_rate: str = "40k", f0: bool = True, **options) -> Path:
+        options.setdefault("size", "small")
+        key = (version, sample_rate, f0, tuple(sorted(options.items())))
+        if key not in cache:
+            name = "_".join([version, sample_rate, "f0" if f0 else "nof0"] + [f"{k}-{v}" for k, v in sorted(options.items())])
+            cache[key] = make_checkpoint(root / f"{name}.pth", version=version, sample_rate=sample_rate, f0=f0, **options)
+        return cache[key]
+
+    return factory
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``rvc-compile ARGS`` in a fresh interpreter, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "rvc_compile.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def assert_user_error(process: subprocess.CompletedProcess, *fragments: str, exit_code: int = 2) -> None:
+    """The documented failure: the exit code, one line on stderr naming the problem, no traceback."""
+    assert process.returncode == exit_code, (process.returncode, process.stdout, process.stderr)
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1, process.stderr
+    assert "Traceback" not in process.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
