@@ -69,12 +69,59 @@ def infer(source: Path, features_path: Path, f0_path: Path | None, speaker: int,
     model = open_source(source, config_path=config_path)
     features = load_array(features_path, "features")
     f0 = load_array(f0_path, "f0") if f0_path is not None else None
-    if f0 is not None and not model.spec.f0:
+    if f0 is not None and not model.has_f0:
         click.echo(f"note: {source} has no pitch input; --f0 is ignored", err=True)
         f0 = None
     audio = model.infer(features, f0, speaker=speaker, noise=noise)
     write_audio(output, audio, model.sample_rate)
     click.echo(f"wrote {output} ({audio.shape[0] / model.sample_rate:.2f} s at {model.sample_rate} Hz)")
+
+
+@cli.command()
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output root (default: the recipe's output_dir).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value (repeatable).")
+@click.option("--force", is_flag=True, help="Overwrite an existing artifact version.")
+@click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON (the artifact path stays the last line).")
+def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str, ...], force: bool, as_json: bool) -> None:
+    """Build RECIPE.yaml into a verified artifact; prints the artifact path last."""
+    from .build import build as run_build
+    from .recipe import load_recipe
+
+    for recipe_path in recipes:
+        recipe = load_recipe(recipe_path, list(overrides))
+        result = run_build(recipe, out_dir=out_dir, force=force, log=lambda message: click.echo(message, err=True))
+        if as_json:
+            click.echo(json.dumps(result.report, indent=2, default=str))
+        click.echo(str(result.path))
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@click.option("--skip-latency", is_flag=True, help="Check integrity and accuracy only.")
+@click.option("--threads", type=int, help="Threads for the backend (default: as recorded in the artifact).")
+def verify(artifact: Path, as_json: bool, skip_latency: bool, threads: int | None) -> None:
+    """Re-hash, load and run ARTIFACT's golden set; exit 0 pass, 1 a gate failed, 2 unusable."""
+    from .verify import format_result, verify_artifact
+
+    result = verify_artifact(artifact, skip_latency=skip_latency, threads=threads)
+    click.echo(json.dumps(result, indent=2, default=str) if as_json else format_result(result))
+    if not result["passed"]:
+        sys.exit(1)
+
+
+@cli.group()
+def recipe() -> None:
+    """Recipe tools."""
+
+
+@recipe.command("schema")
+def recipe_schema() -> None:
+    """Print the recipe's JSON Schema (for editors)."""
+    from .recipe import recipe_json_schema
+
+    click.echo(json.dumps(recipe_json_schema(), indent=2))
 
 
 @cli.command("make-checkpoint")

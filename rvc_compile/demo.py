@@ -1,4 +1,4 @@
-"""The README's main command: the whole flow on a bundled example, with nothing downloaded.
+"""The README's main command: build the bundled example recipe, verify the artifact, run it.
 
 A v2 40k checkpoint with random weights stands in for a user's voice (no real RVC weights can be had
 here); the features and pitch come from the real data bundled in ``calibration/data``.
@@ -41,7 +41,14 @@ def main() -> None:
     np.save(OUT / "features.npy", features)
     np.save(OUT / "f0.npy", f0)
     run("inspect", str(checkpoint))
-    run("infer", str(checkpoint), "--features", str(OUT / "features.npy"), "--f0", str(OUT / "f0.npy"), "-o", str(OUT / "reference.wav"))
+    recipe = ROOT / "recipes" / "demo.yaml"
+    print(f"$ rvc-compile build {recipe} --force", flush=True)
+    built = subprocess.run([sys.executable, "-m", "rvc_compile.cli", "build", str(recipe), "--force"], check=True, stdout=subprocess.PIPE, text=True)
+    artifact = built.stdout.strip().splitlines()[-1]
+    print(artifact, flush=True)
+    run("verify", artifact)
+    run("infer", artifact, "--features", str(OUT / "features.npy"), "--f0", str(OUT / "f0.npy"), "-o", str(OUT / "converted.wav"))
+    print(f"\nartifact: {artifact}\nreport:   {artifact}/report.md\naudio:    {OUT / 'converted.wav'}")
 
 
 if __name__ == "__main__":

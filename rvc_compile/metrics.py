@@ -87,14 +87,17 @@ def log_mel_distance_db(reference: np.ndarray, candidate: np.ndarray, sample_rat
 
 
 def mrstft_distance(reference: np.ndarray, candidate: np.ndarray, resolutions: Iterable[tuple[int, int]] = MRSTFT_RESOLUTIONS) -> float:
-    """Multi-resolution STFT distance: mean over resolutions of spectral convergence + log-magnitude L1."""
+    """Multi-resolution STFT distance: mean over resolutions of spectral convergence + log-magnitude L1 (nats)."""
     scores = []
     eps = 1e-7
     for n_fft, hop in resolutions:
         ref = stft_magnitude(reference, n_fft, hop)
         cand = stft_magnitude(candidate, n_fft, hop)
         convergence = np.linalg.norm(ref - cand) / max(np.linalg.norm(ref), eps)
-        log_magnitude = np.mean(np.abs(np.log(ref + eps) - np.log(cand + eps)))
+        # Floor both at the reference's peak minus 80 dB: log differences between bins that hold no
+        # signal (a tone's empty bins, silence) are not audible and would otherwise dominate.
+        floor = max(float(ref.max(initial=0.0)) * 1e-4, eps)
+        log_magnitude = np.mean(np.abs(np.log(np.maximum(ref, floor)) - np.log(np.maximum(cand, floor))))
         scores.append(convergence + log_magnitude)
     return float(np.mean(scores))
 

@@ -1,0 +1,128 @@
+"""Accuracy and latency of a loaded artifact: shared by the build (for its report) and ``verify``.
+
+numpy only, so verify and the runtime never need torch.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .golden import example_case, load_case
+from .metrics import check_budget, compare, latency_stats, smallest_passing_budget
+
+
+def golden_accuracy(voice: Any, artifact_dir: Path, manifest: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:
+    """Run every golden case through ``voice`` and compare with its stored fp32 reference output."""
+    cases = []
+    for entry in manifest["golden"]:
+        arrays = load_case(Path(artifact_dir) / entry["file"])
+        inputs = {name: arrays[name] for name in voice.input_names}
+        candidate = voice.run_graph(inputs)
+        metrics = compare(arrays["reference"].reshape(-1), candidate, voice.sample_rate)
+        cases.append({"name": entry["name"], "frames": entry["frames"], "seconds": entry["seconds"], **metrics})
+    failures = [f"{case['name']}: {failure}" for case in cases for failure in check_budget(case, budget)]
+    return {
+        "reference": "fp32 PyTorch eager, identical inputs and noise",
+        "budget": budget,
+        "cases": cases,
+        "smallest_passing_budget": smallest_passing_budget(cases),
+        "failures": failures,
+        "passed": not failures,
+    }
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def measure_latency(
+    voice: Any, seconds_list: list[float], *, repeat: int, warmup: int, goals: list[dict[str, float]], threads: int
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Time ``voice.infer`` at each length (after warm-up runs); check the real-time-factor goals."""
+    cases, samples = [], {}
+    for seconds in seconds_list:
+        frames = max(int(round(seconds * voice.sample_rate / voice.hop_length)), voice.min_frames)
+        frames = min(frames, voice.max_frames)
+        case = example_case(voice.feature_dim, frames, seed=7)
+        f0 = case["f0"] if voice.has_f0 else None
+        speaker = voice.fixed_speaker or 0
+        for _ in range(warmup):
+            voice.infer(case["features"], f0, speaker=speaker, noise="seed:1")
+        times = []
+        gc.collect()
+        for _ in range(repeat):
+            start = time.perf_counter()
+            voice.infer(case["features"], f0, speaker=speaker, noise="seed:1")
+            times.append(time.perf_counter() - start)
+        audio_seconds = frames * voice.hop_length / voice.sample_rate
+        cases.append({"seconds": audio_seconds, "frames": frames, **latency_stats(times, audio_seconds)})
+        samples[f"{audio_seconds:g} s"] = times
+    failures = []
+    for goal in goals:
+        matching = [c for c in cases if abs(c["seconds"] - goal["seconds"]) < 0.02]
+        if not matching:
+            failures.append(f"no latency measurement at {goal['seconds']} s for its goal")
+        elif matching[0]["rtf_p50"] > goal["max_rtf"]:
+            failures.append(f"{goal['seconds']} s: real-time factor {matching[0]['rtf_p50']:.3f} > goal {goal['max_rtf']}")
+    result = {
+        "threads": threads,
+        "cases": cases,
+        "load_time_s": getattr(voice, "load_time_s", None),
+        "peak_memory_mb": peak_memory_mb(),
+        "goals": goals,
+        "failures": failures,
+        "passed": not failures,
+    }
+    return result, samples
+
+
+def evaluate_artifact(
+    artifact_dir: Path,
+    manifest: dict[str, Any],
+    *,
+    check_latency: bool = True,
+    threads: int | None = None,
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Load the artifact described by ``manifest`` and measure accuracy (and latency) against its gates."""
+    from .backends import get_backend
+    from .runtime import CompiledVoice
+
+    start = time.perf_counter()
+    backend = get_backend(manifest["backend"]["name"], for_build=False)
+    threads = threads or int(manifest["target"]["threads"])
+    runner = backend.load(artifact_dir, manifest["backend"], threads=threads)
+    voice = CompiledVoice(Path(artifact_dir), manifest, runner, time.perf_counter() - start)
+    result: dict[str, Any] = {"accuracy": golden_accuracy(voice, artifact_dir, manifest, manifest["accuracy_budget"])}
+    samples: dict[str, list[float]] = {}
+    if check_latency:
+        latency = manifest["latency"]
+        result["latency"], samples = measure_latency(
+            voice, latency["seconds"], repeat=latency["repeat"], warmup=latency["warmup"], goals=latency["goals"], threads=threads
+        )
+    return result, samples
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Worker: ``python -m rvc_compile.evaluate DIR MANIFEST.json RESULT.json``.
+
+    The build measures its artifact in a fresh process so load time and peak memory are the
+    runtime's alone, without torch and the build's own allocations.
+    """
+    import json
+    import sys
+
+    artifact_dir, manifest_path, result_path = (argv or sys.argv[1:])[:3]
+    manifest = json.loads(Path(manifest_path).read_text())
+    result, samples = evaluate_artifact(Path(artifact_dir), manifest)
+    Path(result_path).write_text(json.dumps({"result": result, "samples": samples}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,514 @@
+"""The build recipe: one typed definition (dataclasses), its YAML loader, ``--set`` overrides, JSON Schema.
+
+Every key a recipe may hold is a field below; the loader converts YAML to these types and names the key
+path and line of anything unknown or mistyped. Relative paths in a recipe file are relative to that
+file; paths given with ``--set`` are relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from .errors import RecipeError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_NOISE = re.compile(r"^(zero|seed:\d+)$")
+
+
+# -- the schema ----------------------------------------------------------------------------------
+
+@dataclass
+class Source:
+    """The checkpoint to compile."""
+
+    checkpoint: Path
+    sha256: Optional[str] = None  # pin: the build refuses a checkpoint with another hash
+    config: Optional[Path] = None  # RVC config json, for training checkpoints without one
+    sample_rate: Optional[Literal["32k", "40k", "48k"]] = None  # narrows config inference of training checkpoints
+
+
+@dataclass
+class Target:
+    backend: Literal["onnxruntime", "openvino", "tensorrt", "aoti"] = "onnxruntime"
+    device: Literal["cpu", "cuda"] = "cpu"
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    threads: int = 2
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+
+
+@dataclass
+class Shapes:
+    """Dynamic: any length from min to max frames (100 frames per second). Static: one chunk size."""
+
+    mode: Literal["dynamic", "static"] = "dynamic"
+    min_frames: int = 10
+    opt_frames: int = 200
+    max_frames: int = 3000
+    chunk_frames: Optional[int] = None  # static mode: the streaming chunk length
+    check_frames: list[int] = field(default_factory=list)  # extra lengths for the multi-length checks
+
+    def check_lengths(self) -> list[int]:
+        """The lengths every graph is checked at: at least three, including min and max (dynamic)."""
+        if self.mode == "static":
+            return [int(self.chunk_frames)]
+        lengths = {self.min_frames, self.opt_frames, self.max_frames, *self.check_frames}
+        if len(lengths) < 3:
+            lengths.add((self.min_frames + self.max_frames) // 2 + 1)
+        return sorted(n for n in lengths if self.min_frames <= n <= self.max_frames)
+
+
+@dataclass
+class Capture:
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    opset: int = 18
+
+
+@dataclass
+class PassEntry:
+    """One pass: ``name`` plus the parameters its registered dataclass declares (written beside it)."""
+
+    name: str
+    params: Any = None
+
+
+@dataclass
+class Calibration:
+    """Calibration inputs for quantization (int8 targets). Unused, and not required, by fp32 targets."""
+
+    source: Literal["none", "generated", "npz", "rvc-logs"] = "none"
+    path: Optional[Path] = None
+    count: int = 16
+    seconds: float = 2.0
+
+
+@dataclass
+class Accuracy:
+    """Accuracy budget against the fp32 PyTorch reference (null disables a check)."""
+
+    min_snr_db: Optional[float] = 40.0
+    max_log_mel_db: Optional[float] = 0.5
+    max_mrstft: Optional[float] = 0.05
+    max_f0_cents: Optional[float] = 10.0
+    max_abs_error: Optional[float] = None
+
+
+@dataclass
+class LatencyGoal:
+    seconds: float
+    max_rtf: float
+
+
+@dataclass
+class Latency:
+    seconds: list[float] = field(default_factory=lambda: [0.5, 2.0, 10.0])
+    repeat: int = 10
+    warmup: int = 2
+    goals: list[LatencyGoal] = field(default_factory=list)
+
+
+@dataclass
+class Golden:
+    """The golden set stored in the artifact and re-checked by ``verify``."""
+
+    seconds: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    noise: str = "seed:0"
+    speaker: int = 0
+
+
+@dataclass
+class Recipe:
+    name: str
+    version: str
+    source: Source
+    target: Target = field(default_factory=Target)
+    shapes: Shapes = field(default_factory=Shapes)
+    capture: Capture = field(default_factory=Capture)
+    passes: list[PassEntry] = field(default_factory=list)
+    calibration: Calibration = field(default_factory=Calibration)
+    accuracy: Accuracy = field(default_factory=Accuracy)
+    latency: Latency = field(default_factory=Latency)
+    golden: Golden = field(default_factory=Golden)
+    output_dir: Path = Path("out/artifacts")
+    recipe_path: Path = field(default=Path("<recipe>"), metadata={"internal": True})
+
+
+# -- YAML with line numbers ----------------------------------------------------------------------
+
+class _Located:
+    """Where each key path came from: a line in the recipe file, or ``--set``."""
+
+    def __init__(self, file: Path):
+        self.file = file
+        self.lines: dict[tuple, int | str] = {}
+        self.override_text: dict[tuple, str] = {}  # --set values as typed, for string-typed keys
+
+    def where(self, path: tuple) -> str:
+        while path and path not in self.lines:
+            path = path[:-1]
+        origin = self.lines.get(path)
+        if origin == "--set":
+            return f"{self.file}: --set"
+        return f"{self.file}:{origin}" if origin else str(self.file)
+
+    def error(self, path: tuple, message: str) -> RecipeError:
+        dotted = ".".join(str(p) for p in path)
+        return RecipeError(f"{self.where(path)}: {dotted + ': ' if dotted else ''}{message}")
+
+
+def _node_to_python(node: Any, path: tuple, located: _Located) -> Any:
+    import yaml
+
+    located.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        result = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise located.error(path, "keys must be plain strings")
+            key = key_node.value
+            if key in result:
+                raise RecipeError(f"{located.file}:{key_node.start_mark.line + 1}: {'.'.join(map(str, path + (key,)))}: duplicate key")
+            located.lines[path + (key,)] = key_node.start_mark.line + 1
+            result[key] = _node_to_python(value_node, path + (key,), located)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_node_to_python(item, path + (i,), located) for i, item in enumerate(node.value)]
+    return yaml.SafeLoader("").construct_object(node)
+
+
+def _parse_yaml(text: str, file: Path, located: _Located) -> Any:
+    import yaml
+
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else str(file)
+        raise RecipeError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if node is None:
+        raise RecipeError(f"{file}: the recipe is empty")
+    try:
+        return _node_to_python(node, (), located)
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        raise RecipeError(f"{file}: cannot read a value ({str(exc).splitlines()[0][:120]})") from None
+
+
+# -- overrides -----------------------------------------------------------------------------------
+
+def _split_path(dotted: str) -> tuple:
+    parts: list[Any] = []
+    for piece in re.split(r"\.|\[|\]", dotted):
+        if piece == "":
+            continue
+        parts.append(int(piece) if piece.isdigit() else piece)
+    return tuple(parts)
+
+
+def apply_override(raw: dict[str, Any], override: str, located: _Located) -> None:
+    """``key.path=value`` (list items by index: ``passes.1.speaker=2``); the value is read as YAML."""
+    import yaml
+
+    if "=" not in override:
+        raise RecipeError(f"--set {override!r}: expected KEY.PATH=VALUE")
+    dotted, text = override.split("=", 1)
+    path = _split_path(dotted.strip())
+    if not path or not isinstance(path[0], str):
+        raise RecipeError(f"--set {override!r}: expected KEY.PATH=VALUE")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    container: Any = raw
+    for depth, key in enumerate(path[:-1]):
+        if isinstance(container, list):
+            if not isinstance(key, int) or not 0 <= key < len(container):
+                raise RecipeError(f"--set {dotted}: no item {key} in {'.'.join(map(str, path[:depth])) or 'the recipe'}")
+            container = container[key]
+        elif isinstance(container, dict):
+            container = container.setdefault(key, {})
+        else:
+            raise RecipeError(f"--set {dotted}: {'.'.join(map(str, path[:depth]))} is not a mapping or list")
+    last = path[-1]
+    if isinstance(container, list):
+        if not isinstance(last, int) or not 0 <= last < len(container):
+            raise RecipeError(f"--set {dotted}: no item {last} in {'.'.join(map(str, path[:-1]))}")
+    elif not isinstance(container, dict):
+        raise RecipeError(f"--set {dotted}: {'.'.join(map(str, path[:-1]))} is not a mapping or list")
+    container[last] = value
+    located.override_text[path] = text.strip()
+    for depth in range(1, len(path) + 1):
+        located.lines[path[:depth]] = located.lines.get(path[:depth], "--set") if depth < len(path) else "--set"
+
+
+# -- conversion ----------------------------------------------------------------------------------
+
+def _is_optional(hint: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(hint)) == 2:
+            return True, args[0]
+    return False, hint
+
+
+def _type_name(hint: Any) -> str:
+    optional, inner = _is_optional(hint)
+    if optional:
+        return f"{_type_name(inner)} or null"
+    origin = typing.get_origin(inner)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(inner))
+    if origin is list:
+        return "a list"
+    if dataclasses.is_dataclass(inner):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path"}.get(inner, str(inner))
+
+
+def _convert(value: Any, hint: Any, path: tuple, located: _Located, base: Path) -> Any:
+    optional, inner = _is_optional(hint)
+    if value is None:
+        if optional:
+            return None
+        raise located.error(path, f"expected {_type_name(hint)}, got null")
+    hint = inner
+    origin = typing.get_origin(hint)
+    if hint in (str, Path) and path in located.override_text:
+        value = located.override_text[path]  # `--set source.sha256=000...` is text, not the number 0
+    if dataclasses.is_dataclass(hint):
+        return _convert_dataclass(value, hint, path, located, base)
+    if origin is list:
+        if not isinstance(value, list):
+            raise located.error(path, f"expected a list, got {value!r}")
+        (item_hint,) = typing.get_args(hint)
+        return [_convert(item, item_hint, path + (i,), located, base) for i, item in enumerate(value)]
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices or isinstance(value, bool):
+            raise located.error(path, f"expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise located.error(path, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise located.error(path, f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise located.error(path, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise located.error(path, f"expected a string, got {value!r}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise located.error(path, f"expected a path, got {value!r}")
+        path_value = Path(value).expanduser()
+        if not path_value.is_absolute():
+            origin_base = Path.cwd() if located.lines.get(path) == "--set" else base
+            path_value = origin_base / path_value
+        return Path(os.path.normpath(path_value))
+    if hint is Any:
+        return value
+    raise located.error(path, f"unsupported type {hint}")  # pragma: no cover - schema bug
+
+
+def _unknown_key(key: str, known: list[str], path: tuple, located: _Located) -> RecipeError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(known)}"
+    return located.error(path + (key,), f"unknown key{hint}")
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+
+
+def _convert_dataclass(value: Any, cls: type, path: tuple, located: _Located, base: Path) -> Any:
+    if not isinstance(value, dict):
+        raise located.error(path, f"expected a mapping, got {value!r}")
+    if cls is PassEntry:
+        return _convert_pass(value, path, located, base)
+    fields = _fields(cls)
+    hints = typing.get_type_hints(cls)
+    for key in value:
+        if key not in fields:
+            raise _unknown_key(str(key), list(fields), path, located)
+    kwargs = {}
+    for name, spec in fields.items():
+        if name in value:
+            kwargs[name] = _convert(value[name], hints[name], path + (name,), located, base)
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            raise located.error(path + (name,), "required key is missing")
+        elif isinstance(spec.default, Path):
+            kwargs[name] = Path(os.path.normpath(base / spec.default))  # defaults are relative to the recipe too
+    return cls(**kwargs)
+
+
+def _convert_pass(value: dict[str, Any], path: tuple, located: _Located, base: Path) -> PassEntry:
+    from .passes import PASSES
+
+    if "name" not in value:
+        raise located.error(path + ("name",), "every pass needs a name")
+    name = value["name"]
+    if name not in PASSES:
+        close = difflib.get_close_matches(str(name), list(PASSES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; available: {', '.join(PASSES)}"
+        raise located.error(path + ("name",), f"unknown pass {name!r}{hint}")
+    params = {k: v for k, v in value.items() if k != "name"}
+    return PassEntry(name=name, params=_convert_dataclass(params, PASSES[name].Params, path, located, base))
+
+
+# -- semantic checks -----------------------------------------------------------------------------
+
+def _validate(recipe: Recipe, located: _Located) -> None:
+    if not _NAME.match(recipe.name):
+        raise located.error(("name",), f"{recipe.name!r}: use letters, digits, '.', '_' or '-' (at most 100 characters)")
+    if not _SEMVER.match(recipe.version):
+        raise located.error(("version",), f"{recipe.version!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+    if recipe.source.sha256 is not None and not _SHA256.match(recipe.source.sha256):
+        raise located.error(("source", "sha256"), "expected 64 lowercase hex digits")
+    if recipe.target.threads < 1:
+        raise located.error(("target", "threads"), "must be at least 1")
+    shapes = recipe.shapes
+    if shapes.mode == "dynamic":
+        if not 1 <= shapes.min_frames <= shapes.opt_frames <= shapes.max_frames:
+            raise located.error(("shapes",), f"need 1 <= min_frames <= opt_frames <= max_frames, got {shapes.min_frames}, {shapes.opt_frames}, {shapes.max_frames}")
+        if shapes.max_frames - shapes.min_frames < 2:
+            raise located.error(("shapes",), "max_frames must exceed min_frames by at least 2 (three check lengths)")
+        outside = [n for n in shapes.check_frames if not shapes.min_frames <= n <= shapes.max_frames]
+        if outside:
+            raise located.error(("shapes", "check_frames"), f"{outside} outside min_frames..max_frames")
+        if shapes.chunk_frames is not None:
+            raise located.error(("shapes", "chunk_frames"), "only for mode: static")
+    else:
+        if shapes.chunk_frames is None or shapes.chunk_frames < 1:
+            raise located.error(("shapes", "chunk_frames"), "static mode needs a positive chunk_frames")
+    if recipe.capture.opset < 17:
+        raise located.error(("capture", "opset"), "needs opset 17 or newer")
+    if recipe.latency.repeat < 1 or recipe.latency.warmup < 0:
+        raise located.error(("latency",), "repeat must be at least 1 and warmup at least 0")
+    if any(s <= 0 for s in recipe.latency.seconds):
+        raise located.error(("latency", "seconds"), "lengths must be positive")
+    for i, goal in enumerate(recipe.latency.goals):
+        if not any(abs(goal.seconds - s) < 1e-9 for s in recipe.latency.seconds):
+            raise located.error(("latency", "goals", i, "seconds"), f"{goal.seconds} s is not one of latency.seconds {recipe.latency.seconds}")
+        if goal.max_rtf <= 0:
+            raise located.error(("latency", "goals", i, "max_rtf"), "must be positive")
+    if not recipe.golden.seconds or any(s <= 0 for s in recipe.golden.seconds):
+        raise located.error(("golden", "seconds"), "need at least one positive length")
+    if not _NOISE.match(recipe.golden.noise):
+        raise located.error(("golden", "noise"), f"{recipe.golden.noise!r} is not 'zero' or 'seed:N'")
+    calibration = recipe.calibration
+    if calibration.source in ("npz", "rvc-logs") and calibration.path is None:
+        raise located.error(("calibration", "path"), f"source {calibration.source!r} needs a path")
+    if calibration.count < 1 or calibration.seconds <= 0:
+        raise located.error(("calibration",), "count and seconds must be positive")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override, convert and check a recipe file; RecipeError names the key path and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: cannot read the recipe ({exc})") from None
+    located = _Located(path)
+    raw = _parse_yaml(text, path, located)
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
+    for override in overrides or []:
+        apply_override(raw, override, located)
+    recipe = _convert_dataclass(raw, Recipe, (), located, path.resolve().parent)
+    recipe.recipe_path = path
+    _validate(recipe, located)
+    return recipe
+
+
+# -- serialisation and schema --------------------------------------------------------------------
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, PassEntry):
+        return {"name": value.name, **_plain(value.params)}
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if not f.metadata.get("internal")}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe (defaults filled in, paths absolute) as plain JSON-able data."""
+    return _plain(recipe)
+
+
+def recipe_sha256(recipe: Recipe) -> str:
+    from .artifact import canonical_json
+
+    return hashlib.sha256(canonical_json(recipe_to_dict(recipe))).hexdigest()
+
+
+def _schema_of(hint: Any) -> dict[str, Any]:
+    optional, inner = _is_optional(hint)
+    if optional:
+        return {"anyOf": [_schema_of(inner), {"type": "null"}]}
+    origin = typing.get_origin(inner)
+    if inner is PassEntry:
+        return _pass_schema()
+    if dataclasses.is_dataclass(inner):
+        return _dataclass_schema(inner)
+    if origin is list:
+        return {"type": "array", "items": _schema_of(typing.get_args(inner)[0])}
+    if origin is Literal:
+        return {"enum": list(typing.get_args(inner))}
+    return {int: {"type": "integer"}, float: {"type": "number"}, str: {"type": "string"}, bool: {"type": "boolean"}, Path: {"type": "string"}}.get(inner, {})
+
+
+def _dataclass_schema(cls: type, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    properties, required = dict(extra or {}), list(extra or {})
+    for name, spec in _fields(cls).items():
+        schema = _schema_of(hints[name])
+        if spec.default is not dataclasses.MISSING and not isinstance(spec.default, Path):
+            schema["default"] = spec.default
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            required.append(name)
+        properties[name] = schema
+    schema = {"type": "object", "properties": properties, "additionalProperties": False}
+    if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
+        schema["description"] = " ".join(cls.__doc__.split())
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _pass_schema() -> dict[str, Any]:
+    from .passes import PASSES
+
+    variants = []
+    for name, cls in PASSES.items():
+        variant = _dataclass_schema(cls.Params, {"name": {"const": name}})
+        variant["description"] = cls.description
+        variants.append(variant)
+    return {"oneOf": variants}
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    schema = _dataclass_schema(Recipe)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "rvc-compile recipe", **schema}

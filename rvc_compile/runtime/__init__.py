@@ -1,0 +1,80 @@
+"""Load and run compiled artifacts in downstream apps: numpy + the backend's library, never torch.
+
+    voice = rvc_compile.runtime.load("out/artifacts/demo-voice/1.0.0")
+    audio = voice.infer(features, f0, speaker=0, noise="zero")   # float32 [T * hop] at voice.sample_rate
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifact import verify_or_raise
+from ..backends import get_backend
+from ..errors import InputError
+from ..inputs import NoiseSpec, make_noise, validate_inputs
+
+
+class CompiledVoice:
+    """A loaded artifact. ``infer`` may be called from several threads at once."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any], runner: Any, load_time_s: float):
+        self.path = path
+        self.manifest = manifest
+        self.runner = runner
+        self.load_time_s = load_time_s
+        model = manifest["model"]
+        self.sample_rate: int = int(model["sample_rate"])
+        self.hop_length: int = int(model["hop_length"])
+        self.feature_dim: int = int(model["feature_dim"])
+        self.has_f0: bool = bool(model["f0"])
+        self.inter_channels: int = int(model["inter_channels"])
+        self.n_speakers: int = int(model["n_speakers"])
+        self.fixed_speaker: int | None = model.get("fixed_speaker")
+        self.min_frames: int = int(model["frames"]["min"])
+        self.max_frames: int = int(model["frames"]["max"])
+        self.input_names: list[str] = [item["name"] for item in manifest["signature"]["inputs"]]
+        self._lock = threading.Lock()
+
+    def graph_inputs(self, features: np.ndarray, f0: np.ndarray | None, speaker: int, noise: NoiseSpec) -> dict[str, np.ndarray]:
+        source = str(self.path)
+        features, f0 = validate_inputs(
+            features, f0, feature_dim=self.feature_dim, has_f0=self.has_f0, speaker=speaker,
+            n_speakers=self.n_speakers, source=source, min_frames=self.min_frames, max_frames=self.max_frames,
+        )
+        if self.fixed_speaker is not None and speaker != self.fixed_speaker:
+            raise InputError(f"{source}: this artifact was built for speaker {self.fixed_speaker} only, not {speaker}")
+        arrays = {
+            "features": features[None],
+            "speaker": np.array([speaker], dtype=np.int64),
+            **make_noise(noise, features.shape[0], inter_channels=self.inter_channels, hop_length=self.hop_length, has_f0=self.has_f0),
+        }
+        if f0 is not None:
+            arrays["f0"] = f0[None]
+        return {name: arrays[name] for name in self.input_names}
+
+    def infer(self, features: np.ndarray, f0: np.ndarray | None = None, speaker: int = 0, noise: NoiseSpec = "zero") -> np.ndarray:
+        """Audio float32 [T * hop] at ``sample_rate`` for features [T, C] and f0 [T] (Hz, 0 = unvoiced)."""
+        inputs = self.graph_inputs(features, f0, speaker, noise)
+        return np.asarray(self.runner.run(inputs), dtype=np.float32).reshape(-1)
+
+    def run_graph(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the graph on prepared inputs (names as in the manifest's signature)."""
+        return np.asarray(self.runner.run(inputs), dtype=np.float32).reshape(-1)
+
+
+def load(path: str | Path, *, threads: int | None = None, allow_tampered: bool = False) -> CompiledVoice:
+    """Load an artifact folder after checking every file's hash (``allow_tampered`` skips the refusal)."""
+    path = Path(path)
+    start = time.perf_counter()
+    manifest = verify_or_raise(path, allow_tampered=allow_tampered)
+    backend = get_backend(manifest["backend"]["name"], for_build=False)
+    runner = backend.load(path, manifest["backend"], threads=threads)
+    return CompiledVoice(path, manifest, runner, time.perf_counter() - start)
+
+
+__all__ = ["CompiledVoice", "load"]
