@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,10 @@ def _torch_load(path: Path) -> Any:
 
     _check_container(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+        # torch warns about pickle protocols it did not write; the one-line error below is what users see.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: refused: the file is not plain tensor data ({first[:160]})") from None

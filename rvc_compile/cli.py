@@ -72,7 +72,8 @@ def infer(source: Path, features_path: Path, f0_path: Path | None, speaker: int,
     if f0 is not None and not model.has_f0:
         click.echo(f"note: {source} has no pitch input; --f0 is ignored", err=True)
         f0 = None
-    audio = model.infer(features, f0, speaker=speaker, noise=noise)
+    labels = {"features": str(features_path), "f0": str(f0_path)}
+    audio = model.infer(features, f0, speaker=speaker, noise=noise, labels=labels)
     write_audio(output, audio, model.sample_rate)
     click.echo(f"wrote {output} ({audio.shape[0] / model.sample_rate:.2f} s at {model.sample_rate} Hz)")
 

@@ -53,20 +53,28 @@ def validate_inputs(
     source: str = "input",
     min_frames: int = 1,
     max_frames: int | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Check shapes, dtypes and values; return float32 ``features`` [T, C] and ``f0`` [T] (or None)."""
-    features = _as_float32(features, "features", source)
+    """Check shapes, dtypes and values; return float32 ``features`` [T, C] and ``f0`` [T] (or None).
+
+    Errors name ``source`` (the model), or the file an array came from when ``labels`` maps
+    ``features``/``f0`` to file names (the CLI does).
+    """
+    labels = labels or {}
+    f0_source = labels.get("f0", source)
+    features_source = labels.get("features", source)
+    features = _as_float32(features, "features", features_source)
     if features.ndim == 3 and features.shape[0] == 1:
         features = features[0]
     if features.ndim != 2:
-        raise InputError(f"{source}: features must be [frames, {feature_dim}], got shape {list(features.shape)}")
+        raise InputError(f"{features_source}: features must be [frames, {feature_dim}], got shape {list(features.shape)}")
     frames, width = features.shape
     if width != feature_dim:
-        raise InputError(f"{source}: features are {width} wide but this model takes {feature_dim} ({'v2' if feature_dim == 768 else 'v1'})")
+        raise InputError(f"{features_source}: features are {width} wide but this model takes {feature_dim} ({'v2' if feature_dim == 768 else 'v1'})")
     if frames < min_frames:
-        raise InputError(f"{source}: {frames} feature frames; at least {min_frames} needed")
+        raise InputError(f"{features_source}: {frames} feature frames; at least {min_frames} needed")
     if max_frames is not None and frames > max_frames:
-        raise InputError(f"{source}: {frames} feature frames; this model accepts at most {max_frames}")
+        raise InputError(f"{features_source}: {frames} feature frames; this model accepts at most {max_frames}")
     if isinstance(speaker, bool) or not isinstance(speaker, (int, np.integer)):
         raise InputError(f"{source}: speaker must be an integer, got {speaker!r}")
     if speaker < 0 or (n_speakers is not None and speaker >= n_speakers):
@@ -75,15 +83,15 @@ def validate_inputs(
         return features, None
     if f0 is None:
         raise InputError(f"{source}: this model needs f0 (a pitch model); none given")
-    f0 = _as_float32(f0, "f0", source)
+    f0 = _as_float32(f0, "f0", f0_source)
     if f0.ndim == 2 and f0.shape[0] == 1:
         f0 = f0[0]
     if f0.ndim != 1:
-        raise InputError(f"{source}: f0 must be [frames], got shape {list(f0.shape)}")
+        raise InputError(f"{f0_source}: f0 must be [frames], got shape {list(f0.shape)}")
     if f0.shape[0] != frames:
-        raise InputError(f"{source}: f0 has {f0.shape[0]} frames but features have {frames}")
+        raise InputError(f"{f0_source}: f0 has {f0.shape[0]} frames but features have {frames}")
     if (f0 < 0).any():
-        raise InputError(f"{source}: f0 has negative values (use 0 Hz for unvoiced frames)")
+        raise InputError(f"{f0_source}: f0 has negative values (use 0 Hz for unvoiced frames)")
     return features, f0
 
 

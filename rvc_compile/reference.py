@@ -39,11 +39,13 @@ class ReferenceModel:
     def has_f0(self) -> bool:
         return self.spec.f0
 
-    def graph_inputs(self, features: np.ndarray, f0: np.ndarray | None, speaker: int, noise: NoiseSpec) -> list[np.ndarray]:
+    def graph_inputs(
+        self, features: np.ndarray, f0: np.ndarray | None, speaker: int, noise: NoiseSpec, labels: dict[str, str] | None = None
+    ) -> list[np.ndarray]:
         """Validated inputs in the graph's order (see ``model.input_names``), batch dimension added."""
         features, f0 = validate_inputs(
             features, f0, feature_dim=self.spec.feature_dim, has_f0=self.spec.f0,
-            speaker=speaker, n_speakers=self.spec.n_speakers, source=self.source,
+            speaker=speaker, n_speakers=self.spec.n_speakers, source=self.source, labels=labels,
         )
         draws = make_noise(
             noise, features.shape[0], inter_channels=self.spec.inter_channels,
@@ -54,11 +56,14 @@ class ReferenceModel:
             return [features[None], f0[None], speaker_array, draws["prior_noise"], draws["source_noise"]]
         return [features[None], speaker_array, draws["prior_noise"]]
 
-    def infer(self, features: np.ndarray, f0: np.ndarray | None = None, speaker: int = 0, noise: NoiseSpec = "zero") -> np.ndarray:
+    def infer(
+        self, features: np.ndarray, f0: np.ndarray | None = None, speaker: int = 0, noise: NoiseSpec = "zero",
+        labels: dict[str, str] | None = None,
+    ) -> np.ndarray:
         """Audio [T*hop] float32 at ``sample_rate``."""
         import torch
 
-        inputs = [torch.from_numpy(np.ascontiguousarray(a)) for a in self.graph_inputs(features, f0, speaker, noise)]
+        inputs = [torch.from_numpy(np.ascontiguousarray(a)) for a in self.graph_inputs(features, f0, speaker, noise, labels)]
         with torch.inference_mode():
             return self.model(*inputs)[0].numpy()
 

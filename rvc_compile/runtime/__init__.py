@@ -40,11 +40,13 @@ class CompiledVoice:
         self.input_names: list[str] = [item["name"] for item in manifest["signature"]["inputs"]]
         self._lock = threading.Lock()
 
-    def graph_inputs(self, features: np.ndarray, f0: np.ndarray | None, speaker: int, noise: NoiseSpec) -> dict[str, np.ndarray]:
+    def graph_inputs(
+        self, features: np.ndarray, f0: np.ndarray | None, speaker: int, noise: NoiseSpec, labels: dict[str, str] | None = None
+    ) -> dict[str, np.ndarray]:
         source = str(self.path)
         features, f0 = validate_inputs(
-            features, f0, feature_dim=self.feature_dim, has_f0=self.has_f0, speaker=speaker,
-            n_speakers=self.n_speakers, source=source, min_frames=self.min_frames, max_frames=self.max_frames,
+            features, f0, feature_dim=self.feature_dim, has_f0=self.has_f0, speaker=speaker, n_speakers=self.n_speakers,
+            source=source, min_frames=self.min_frames, max_frames=self.max_frames, labels=labels,
         )
         if self.fixed_speaker is not None and speaker != self.fixed_speaker:
             raise InputError(f"{source}: this artifact was built for speaker {self.fixed_speaker} only, not {speaker}")
@@ -57,9 +59,15 @@ class CompiledVoice:
             arrays["f0"] = f0[None]
         return {name: arrays[name] for name in self.input_names}
 
-    def infer(self, features: np.ndarray, f0: np.ndarray | None = None, speaker: int = 0, noise: NoiseSpec = "zero") -> np.ndarray:
-        """Audio float32 [T * hop] at ``sample_rate`` for features [T, C] and f0 [T] (Hz, 0 = unvoiced)."""
-        inputs = self.graph_inputs(features, f0, speaker, noise)
+    def infer(
+        self, features: np.ndarray, f0: np.ndarray | None = None, speaker: int = 0, noise: NoiseSpec = "zero",
+        labels: dict[str, str] | None = None,
+    ) -> np.ndarray:
+        """Audio float32 [T * hop] at ``sample_rate`` for features [T, C] and f0 [T] (Hz, 0 = unvoiced).
+
+        ``labels`` optionally maps ``features``/``f0`` to the files they came from, for error messages.
+        """
+        inputs = self.graph_inputs(features, f0, speaker, noise, labels)
         return np.asarray(self.runner.run(inputs), dtype=np.float32).reshape(-1)
 
     def run_graph(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
