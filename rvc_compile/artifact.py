@@ -19,7 +19,7 @@ from typing import Any
 
 from .errors import ArtifactError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: golden cases hold user-level inputs; model.host_source
 MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.sha256"
 _TMP_PREFIX = ".tmp-"

@@ -72,6 +72,7 @@ def _signature(spec: Any, names: list[str]) -> dict[str, Any]:
         "speaker": ("int64", [1]),
         "prior_noise": ("float32", [1, spec.inter_channels, "frames"]),
         "source_noise": ("float32", [1, f"frames*{spec.hop_length}"]),
+        "excitation": ("float32", [1, f"frames*{spec.hop_length}"]),
     }
     return {
         "inputs": [{"name": n, "dtype": shapes[n][0], "shape": shapes[n][1]} for n in names],
@@ -85,7 +86,7 @@ def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, log:
 
     from .capture import export_onnx, multi_length_check
     from .checkpoint import load_checkpoint
-    from .model import build_model, input_names
+    from .model import build_model
     from .passes import GraphState
     from .recipe import recipe_sha256, recipe_to_dict
     from .reference import flops_per_second, parameter_counts
@@ -108,13 +109,13 @@ def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, log:
         reference = build_model(spec, checkpoint.state_dict)
 
         def run_reference(inputs: dict[str, np.ndarray]) -> np.ndarray:
-            arrays = dict(inputs)
-            arrays.setdefault("speaker", np.array([state.fixed_inputs.get("speaker", 0)], dtype=np.int64))
-            ordered = [torch.from_numpy(arrays[name]) for name in input_names(spec)]
+            """The fp32 reference on user-level inputs (features, f0, speaker, prior_noise, source_noise)."""
+            ordered = [torch.from_numpy(inputs[name]) for name in reference.input_names]
             with torch.inference_mode():
                 return reference(*ordered).numpy()
 
-        state = GraphState(spec=spec, model=build_model(spec, checkpoint.state_dict), input_names=input_names(spec))
+        model = build_model(spec, checkpoint.state_dict)
+        state = GraphState(spec=spec, model=model, input_names=model.input_names)
         pass_records = []
         def record(entry: Any, stage: str, notes_before: int) -> None:
             pass_records.append({
@@ -156,8 +157,10 @@ def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, log:
             frames = _frames_for(seconds, spec, shapes)
             case = example_case(spec.feature_dim, frames, seed=index)
             draws = make_noise(recipe.golden.noise, frames, inter_channels=spec.inter_channels, hop_length=spec.hop_length, has_f0=spec.f0)
-            arrays = {"features": case["features"][None], "f0": case["f0"][None], "speaker": np.array([speaker], dtype=np.int64), **draws}
-            arrays = {name: arrays[name] for name in state.input_names}
+            # User-level inputs: verify runs them through the runtime's whole path (host-side source included).
+            arrays = {"features": case["features"][None], "speaker": np.array([speaker], dtype=np.int64), **draws}
+            if spec.f0:
+                arrays["f0"] = case["f0"][None]
             arrays["reference"] = run_reference(arrays)
             name = f"golden-{seconds:g}s"
             save_case(golden_dir / f"{name}.npz", arrays)
@@ -188,6 +191,7 @@ def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, log:
                 "inter_channels": spec.inter_channels,
                 "n_speakers": spec.n_speakers,
                 "fixed_speaker": state.fixed_inputs.get("speaker"),
+                "host_source": "excitation" in state.input_names,
                 "frames": {"min": static or shapes.min_frames, "opt": static or shapes.opt_frames, "max": static or shapes.max_frames, "static": static is not None},
             },
             "signature": _signature(spec, state.input_names),
@@ -254,6 +258,9 @@ def _evaluate_in_subprocess(artifact_dir: Path, manifest: dict[str, Any], workdi
 
 
 def _candidate_output(artifact_dir: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> np.ndarray:
+    from .evaluate import run_case
+    from .runtime import CompiledVoice
+
     backend = get_backend(manifest["backend"]["name"], for_build=False)
     runner = backend.load(artifact_dir, manifest["backend"])
-    return np.asarray(runner.run(arrays)).reshape(-1)
+    return run_case(CompiledVoice(Path(artifact_dir), manifest, runner, 0.0), arrays)

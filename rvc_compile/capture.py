@@ -18,28 +18,30 @@ import numpy as np
 
 from .errors import BuildError
 from .golden import example_case
-from .inputs import make_noise
+from .inputs import graph_feed, make_noise
 
 # Checked lengths must match the fp32 reference this closely: far below audibility, above fp32 noise.
 FP32_MAX_RELATIVE_ERROR = 1e-4
 
 
-def graph_inputs(spec: Any, names: list[str], frames: int, seed: int, speaker: int = 0) -> dict[str, np.ndarray]:
-    """Example inputs for the graph's ``names`` at ``frames``: real-feature based, seeded noise."""
+def example_inputs(spec: Any, frames: int, seed: int, speaker: int = 0) -> dict[str, np.ndarray]:
+    """User-level example inputs at ``frames`` (batch dimension added): real-feature based, seeded noise."""
     case = example_case(spec.feature_dim, frames, seed)
     noise = make_noise(f"seed:{seed}", frames, inter_channels=spec.inter_channels, hop_length=spec.hop_length, has_f0=spec.f0)
-    arrays = {
-        "features": case["features"][None],
-        "f0": case["f0"][None],
-        "speaker": np.array([speaker], dtype=np.int64),
-        **noise,
-    }
-    return {name: arrays[name] for name in names}
+    arrays = {"features": case["features"][None], "speaker": np.array([speaker], dtype=np.int64), **noise}
+    if spec.f0:
+        arrays["f0"] = case["f0"][None]
+    return arrays
+
+
+def graph_inputs(spec: Any, names: list[str], frames: int, seed: int, speaker: int = 0) -> dict[str, np.ndarray]:
+    """Example inputs for the graph's ``names`` at ``frames`` (``excitation`` made on the host)."""
+    return graph_feed(example_inputs(spec, frames, seed, speaker), names, hop_length=spec.hop_length, sample_rate=spec.sampling_rate)
 
 
 def _time_axes(spec: Any) -> dict[str, tuple[int, int]]:
     """For each input with a time axis: (axis, samples per frame)."""
-    return {"features": (1, 1), "f0": (1, 1), "prior_noise": (2, 1), "source_noise": (1, spec.hop_length)}
+    return {"features": (1, 1), "f0": (1, 1), "prior_noise": (2, 1), "source_noise": (1, spec.hop_length), "excitation": (1, spec.hop_length)}
 
 
 def export_onnx(
@@ -112,12 +114,17 @@ def multi_length_check(
     max_relative_error: float = FP32_MAX_RELATIVE_ERROR,
     speaker: int = 0,
 ) -> list[dict[str, Any]]:
-    """Run candidate and reference on identical inputs at each length; raise BuildError on any failure."""
+    """Run candidate and reference on identical inputs at each length; raise BuildError on any failure.
+
+    ``run_reference`` takes the user-level inputs (features, f0, speaker, prior_noise, source_noise);
+    ``run_candidate`` takes the graph's inputs ``names`` made from them (see ``inputs.graph_feed``).
+    """
     results = []
     for i, frames in enumerate(lengths):
-        inputs = graph_inputs(spec, names, frames, seed=100 + i, speaker=speaker)
+        inputs = example_inputs(spec, frames, seed=100 + i, speaker=speaker)
+        feed = graph_feed(inputs, names, hop_length=spec.hop_length, sample_rate=spec.sampling_rate)
         try:
-            candidate = np.asarray(run_candidate(inputs)).reshape(-1)
+            candidate = np.asarray(run_candidate(feed)).reshape(-1)
         except Exception as exc:
             detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise BuildError(f"{stage}: graph fails at {frames} frames: {detail}") from exc

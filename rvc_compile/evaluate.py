@@ -17,13 +17,19 @@ from .golden import example_case, load_case
 from .metrics import check_budget, compare, latency_stats, smallest_passing_budget
 
 
+def run_case(voice: Any, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """Run a stored case (user-level inputs with batch dimensions) through the runtime's whole path."""
+    noise = {name: arrays[name] for name in ("prior_noise", "source_noise") if name in arrays}
+    f0 = arrays["f0"][0] if "f0" in arrays else None
+    return voice.infer(arrays["features"][0], f0, speaker=int(arrays["speaker"][0]), noise=noise)
+
+
 def golden_accuracy(voice: Any, artifact_dir: Path, manifest: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:
     """Run every golden case through ``voice`` and compare with its stored fp32 reference output."""
     cases = []
     for entry in manifest["golden"]:
         arrays = load_case(Path(artifact_dir) / entry["file"])
-        inputs = {name: arrays[name] for name in voice.input_names}
-        candidate = voice.run_graph(inputs)
+        candidate = run_case(voice, arrays)
         metrics = compare(arrays["reference"].reshape(-1), candidate, voice.sample_rate)
         cases.append({"name": entry["name"], "frames": entry["frames"], "seconds": entry["seconds"], **metrics})
     failures = [f"{case['name']}: {failure}" for case in cases for failure in check_budget(case, budget)]

@@ -130,3 +130,22 @@ def make_noise(
         raise InputError(f"noise: {noise!r} is not 'zero' or 'seed:N'")
     rng = np.random.default_rng(int(match.group(1)))
     return {name: rng.standard_normal(shape, dtype=np.float32) for name, shape in shapes.items()}
+
+
+# Every input a graph can take, given the user-level arrays (features, f0, speaker, prior_noise,
+# source_noise, each with its batch dimension): most pass through; ``excitation`` is made on the host.
+USER_INPUTS = ("features", "f0", "speaker", "prior_noise", "source_noise")
+
+
+def graph_feed(arrays: Mapping[str, np.ndarray], names: list[str], *, hop_length: int, sample_rate: int) -> dict[str, np.ndarray]:
+    """The graph inputs ``names`` from user-level ``arrays``; ``excitation`` is the host-side NSF source."""
+    feed = {}
+    for name in names:
+        if name == "excitation":
+            from .nsf import sine_excitation
+
+            excitation = sine_excitation(arrays["f0"], arrays["source_noise"], hop_length=hop_length, sample_rate=sample_rate)
+            feed[name] = excitation[None]
+        else:
+            feed[name] = arrays[name]
+    return feed

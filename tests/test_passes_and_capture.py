@@ -153,3 +153,77 @@ def test_simplify_with_a_missing_tool_is_a_clear_error(checkpoint, tmp_path, mon
     monkeypatch.setattr(builtins, "__import__", no_onnxsim)
     with pytest.raises(BuildError, match="onnxsim is not installed"):
         PASSES["simplify"](PASSES["simplify"].Params(tool="onnxsim")).run(state, tmp_path)
+
+
+def run_pass(name, state, tmp_path, **params):
+    return PASSES[name](PASSES[name].Params(**params)).run(state, tmp_path)
+
+
+def test_host_excitation_in_numpy_equals_the_graphs_float64_source():
+    from rvc_compile.golden import example_f0
+    from rvc_compile.model.source import sine_excitation as torch_excitation
+    from rvc_compile.nsf import sine_excitation
+
+    rng = np.random.default_rng(0)
+    for frames, hop, rate in [(1, 400, 40000), (57, 480, 48000), (3000, 320, 32000)]:
+        f0 = example_f0(frames, seed=frames)
+        noise = rng.standard_normal(frames * hop).astype(np.float32)
+        host = sine_excitation(f0, noise, hop_length=hop, sample_rate=rate)
+        graph = torch_excitation(torch.from_numpy(f0)[None], hop, rate, torch.from_numpy(noise)[None])[0, :, 0].numpy()
+        assert host.dtype == np.float32 and host.shape == (frames * hop,)
+        np.testing.assert_allclose(host, graph, rtol=0, atol=1e-7)
+
+
+def test_host_source_replaces_source_noise_and_keeps_the_output(checkpoint, tmp_path):
+    state = run_pass("host_source", state_for(checkpoint), tmp_path)
+    assert state.input_names == ["features", "f0", "speaker", "prior_noise", "excitation"]
+    path = export_onnx(state.model, checkpoint.spec, state.input_names, tmp_path / "h.onnx", exporter="dynamo", min_frames=4, max_frames=400)
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == state.input_names
+    assert not any(node.op_type in ("CumSum", "Sin") for node in graph.node), "the sine source must not be in the graph"
+    results = multi_length_check("host_source", ort(path), reference_runner(checkpoint), checkpoint.spec, state.input_names, [4, 33, 399])
+    assert all(r["relative_l2_error"] < 1e-5 for r in results)
+
+
+def test_host_source_is_a_no_op_without_pitch(nono_checkpoint, tmp_path):
+    state = run_pass("host_source", state_for(nono_checkpoint), tmp_path)
+    assert state.input_names == input_names(nono_checkpoint.spec) and "no NSF source" in state.notes[-1]
+
+
+@pytest.mark.parametrize("version, rate", [("v1", "32k"), ("v1", "40k"), ("v1", "48k"), ("v2", "32k"), ("v2", "40k"), ("v2", "48k")])
+def test_polyphase_rewrite_is_exact_for_every_official_upsampler(version, rate):
+    from rvc_compile.model.polyphase import PolyphaseUpsample
+    from rvc_compile.spec import official_config
+
+    config = official_config(version, rate)
+    torch.manual_seed(0)
+    for stride, kernel in zip(config[12], config[14]):
+        transposed = torch.nn.ConvTranspose1d(6, 4, kernel, stride, padding=(kernel - stride) // 2)
+        rewritten = PolyphaseUpsample(transposed)
+        assert sum(c.weight.numel() for c in rewritten.convs) == transposed.weight.numel(), "no zero taps stored"
+        for frames in (1, 2, 19):
+            x = torch.randn(1, 6, frames)
+            with torch.no_grad():
+                torch.testing.assert_close(rewritten(x), transposed(x), rtol=0, atol=1e-5)
+
+
+def test_polyphase_refuses_an_upsampler_whose_length_is_not_t_times_stride():
+    from rvc_compile.model.polyphase import PolyphaseUpsample
+
+    with pytest.raises(ValueError, match="not T \\* stride"):
+        PolyphaseUpsample(torch.nn.ConvTranspose1d(4, 4, 5, 2, padding=1))
+
+
+def test_polyphase_pass_removes_transposed_convolutions_from_the_graph(checkpoint, tmp_path):
+    import onnx
+
+    state = run_pass("polyphase_upsample", state_for(checkpoint), tmp_path)
+    assert "dec.ups.0" in state.notes[-1]
+    assert not any(isinstance(m, torch.nn.ConvTranspose1d) for m in state.model.modules())
+    path = export_onnx(state.model, checkpoint.spec, state.input_names, tmp_path / "p.onnx", exporter="dynamo", min_frames=4, max_frames=300)
+    assert not any(node.op_type == "ConvTranspose" for node in onnx.load(str(path)).graph.node)
+    multi_length_check("polyphase_upsample", ort(path), reference_runner(checkpoint), checkpoint.spec, state.input_names, [4, 41, 300])
+    again = run_pass("polyphase_upsample", state, tmp_path)  # idempotent
+    assert "nothing" in again.notes[-1]

@@ -2,7 +2,8 @@
 
 Phase is accumulated per frame (RVC's ``SineGen._f02sine``): within a frame the phase advances by
 f0/sr per sample, and each frame starts where the previous one ended (wrapped to one period). The
-accumulation is the numerically delicate part of the whole model; it must run in fp32.
+accumulation is the numerically delicate part of the whole model: it runs in float64 here, and compiled
+artifacts compute it on the host (``rvc_compile.nsf``), outside any low-precision graph.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import math
 import torch
 from torch import nn
 
-SINE_AMPLITUDE = 0.1
-VOICED_NOISE_STD = 0.003
-UNVOICED_NOISE_STD = SINE_AMPLITUDE / 3
+from ..nsf import SINE_AMPLITUDE, UNVOICED_NOISE_STD, VOICED_NOISE_STD
 
 
 def sine_excitation(f0: torch.Tensor, hop_length: int, sampling_rate: int, noise: torch.Tensor) -> torch.Tensor:
@@ -23,15 +22,19 @@ def sine_excitation(f0: torch.Tensor, hop_length: int, sampling_rate: int, noise
     ``noise`` replaces the training code's ``randn_like``; zeros give the deterministic output.
     """
     batch = f0.shape[0]
-    f0 = f0.unsqueeze(-1)  # [B, T, 1]
-    steps = torch.arange(1, hop_length + 1, dtype=f0.dtype, device=f0.device)
-    phase = f0 / sampling_rate * steps  # [B, T, hop], in periods
-    # Per-frame phase advance, wrapped to [-0.5, 0.5) before the running sum to keep fp32 precise.
+    # The phase is computed in float64: an fp32 running sum over frames drifts by ~1e-4 of a period over
+    # 30 s, and fp32 phases of several periods lose ~1e-6; both are error against any exact implementation
+    # (the runtime computes this source on the host in float64, see rvc_compile/nsf.py).
+    f0_64 = f0.double().unsqueeze(-1)  # [B, T, 1]
+    steps = torch.arange(1, hop_length + 1, dtype=torch.float64, device=f0.device)
+    phase = f0_64 / sampling_rate * steps  # [B, T, hop], in periods
+    # Per-frame phase advance, wrapped to [-0.5, 0.5) before the running sum.
     frame_advance = torch.fmod(phase[:, :-1, -1:] + 0.5, 1.0) - 0.5
     frame_start = torch.fmod(torch.cumsum(frame_advance, dim=1), 1.0)
     phase = phase + nn.functional.pad(frame_start, (0, 0, 1, 0))
     phase = phase.reshape(batch, -1, 1)
-    sines = torch.sin(2.0 * math.pi * phase) * SINE_AMPLITUDE
+    sines = (torch.sin(2.0 * math.pi * phase) * SINE_AMPLITUDE).to(f0.dtype)
+    f0 = f0.unsqueeze(-1)
     voiced = (f0 > 0).to(f0.dtype).repeat_interleave(hop_length, dim=1)  # [B, T*hop, 1]
     noise_std = voiced * VOICED_NOISE_STD + (1.0 - voiced) * UNVOICED_NOISE_STD
     return sines * voiced + noise_std * noise.unsqueeze(-1)
@@ -48,5 +51,8 @@ class HarmonicSource(nn.Module):
 
     def forward(self, f0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """f0 [B, T], noise [B, T*hop] -> source [B, 1, T*hop]."""
-        excitation = sine_excitation(f0, self.hop_length, self.sampling_rate, noise)
-        return torch.tanh(self.l_linear(excitation)).transpose(1, 2)
+        return self.merge(sine_excitation(f0, self.hop_length, self.sampling_rate, noise).squeeze(-1))
+
+    def merge(self, excitation: torch.Tensor) -> torch.Tensor:
+        """Excitation [B, T*hop] (computed here or on the host) -> source [B, 1, T*hop]."""
+        return torch.tanh(self.l_linear(excitation.unsqueeze(-1))).transpose(1, 2)

@@ -20,15 +20,30 @@ from .vocoder import HiFiGAN
 PRIOR_NOISE_SCALE = 0.66666
 
 
-def input_names(spec: ModelSpec) -> list[str]:
-    """The graph's inputs, in the order ``forward`` takes them."""
+def input_names(spec: ModelSpec, *, fixed_speaker: bool = False, host_source: bool = False) -> list[str]:
+    """The graph's inputs, in the order ``forward`` takes them.
+
+    ``fixed_speaker``: the speaker is folded in (no ``speaker`` input). ``host_source``: the NSF
+    excitation is computed on the host (``rvc_compile.nsf``) and fed as ``excitation`` [1, T*hop]
+    instead of ``source_noise``.
+    """
+    names = ["features"]
     if spec.f0:
-        return ["features", "f0", "speaker", "prior_noise", "source_noise"]
-    return ["features", "speaker", "prior_noise"]
+        names.append("f0")
+    if not fixed_speaker:
+        names.append("speaker")
+    names.append("prior_noise")
+    if spec.f0:
+        names.append("excitation" if host_source else "source_noise")
+    return names
 
 
 class Synthesizer(nn.Module):
-    """RVC synthesizer for inference. Call through :meth:`forward` with the inputs of ``input_names``."""
+    """RVC synthesizer for inference. Call :meth:`forward` with the inputs named by :attr:`input_names`.
+
+    Graph options that passes set: :meth:`fix_speaker` folds one speaker's embedding in; ``host_source``
+    takes the NSF excitation as an input instead of computing it from f0 and noise.
+    """
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
@@ -56,9 +71,23 @@ class Synthesizer(nn.Module):
             sampling_rate=spec.sampling_rate if spec.f0 else None,
         )
         self.emb_g = nn.Embedding(spec.n_speakers, spec.gin_channels)
+        self.fixed_speaker: int | None = None
+        self.host_source = False
+
+    @property
+    def input_names(self) -> list[str]:
+        return input_names(self.spec, fixed_speaker=self.fixed_speaker is not None, host_source=self.host_source)
 
     def speaker_embedding(self, speaker: torch.Tensor) -> torch.Tensor:
         return self.emb_g(speaker).unsqueeze(-1)  # [1, gin, 1]
+
+    def fix_speaker(self, speaker: int) -> None:
+        """Fold ``speaker``'s embedding in as a constant; the graph loses its ``speaker`` input."""
+        with torch.no_grad():
+            g = self.speaker_embedding(torch.tensor([speaker], dtype=torch.long))
+        # Not persistent: the state dict stays the checkpoint's.
+        self.register_buffer("fixed_g", g.clone(), persistent=False)
+        self.fixed_speaker = int(speaker)
 
     def synthesize(
         self,
@@ -66,18 +95,22 @@ class Synthesizer(nn.Module):
         f0: torch.Tensor | None,
         g: torch.Tensor,
         prior_noise: torch.Tensor,
-        source_noise: torch.Tensor | None,
+        source: torch.Tensor | None,
     ) -> torch.Tensor:
-        """The graph body with the speaker already embedded (``g`` [1, gin, 1]); returns audio [1, T*hop]."""
+        """The graph body with the speaker embedded (``g`` [1, gin, 1]) and the NSF source [1, 1, T*hop]
+        already made; returns audio [1, T*hop]."""
         mean, log_scale = self.enc_p(features, f0)
         z_p = mean + torch.exp(log_scale) * prior_noise * PRIOR_NOISE_SCALE
         z = self.flow(z_p, g)
-        source = self.dec.m_source(f0, source_noise) if self.spec.f0 else None
         return self.dec(z, g, source).squeeze(1)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        args = dict(zip(self.input_names, inputs))
+        g = self.fixed_g if self.fixed_speaker is not None else self.speaker_embedding(args["speaker"])
+        f0, source = args.get("f0"), None
         if self.spec.f0:
-            features, f0, speaker, prior_noise, source_noise = inputs
-        else:
-            (features, speaker, prior_noise), f0, source_noise = inputs, None, None
-        return self.synthesize(features, f0, self.speaker_embedding(speaker), prior_noise, source_noise)
+            if self.host_source:
+                source = self.dec.m_source.merge(args["excitation"])
+            else:
+                source = self.dec.m_source(f0, args["source_noise"])
+        return self.synthesize(args["features"], f0, g, args["prior_noise"], source)

@@ -19,32 +19,6 @@ class FoldSpeakerParams:
     speaker: int = 0
 
 
-class _FixedSpeaker:
-    """Build lazily so importing the registry does not import torch."""
-
-    @staticmethod
-    def wrap(model, speaker: int):
-        import torch
-
-        class FixedSpeakerSynthesizer(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-                self.spec = inner.spec
-                with torch.no_grad():
-                    g = inner.speaker_embedding(torch.tensor([speaker], dtype=torch.long))
-                self.register_buffer("g", g.clone())
-
-            def forward(self, *inputs):
-                if self.spec.f0:
-                    features, f0, prior_noise, source_noise = inputs
-                else:
-                    (features, prior_noise), f0, source_noise = inputs, None, None
-                return self.inner.synthesize(features, f0, self.g, prior_noise, source_noise)
-
-        return FixedSpeakerSynthesizer(model).eval()
-
-
 @register
 class FoldSpeaker(Pass):
     name = "fold_speaker"
@@ -56,7 +30,7 @@ class FoldSpeaker(Pass):
         n_speakers = state.spec.n_speakers
         if not 0 <= self.params.speaker < n_speakers:
             raise RecipeError(f"passes.fold_speaker.speaker: {self.params.speaker} out of range (the model has {n_speakers} speakers)")
-        state.model = _FixedSpeaker.wrap(state.model, self.params.speaker)
-        state.input_names = [name for name in state.input_names if name != "speaker"]
+        state.model.fix_speaker(self.params.speaker)
+        state.input_names = state.model.input_names
         state.fixed_inputs["speaker"] = self.params.speaker
         return state

@@ -16,7 +16,7 @@ import numpy as np
 from ..artifact import verify_or_raise
 from ..backends import get_backend
 from ..errors import InputError
-from ..inputs import NoiseSpec, make_noise, validate_inputs
+from ..inputs import NoiseSpec, graph_feed, make_noise, validate_inputs
 
 
 class CompiledVoice:
@@ -57,7 +57,7 @@ class CompiledVoice:
         }
         if f0 is not None:
             arrays["f0"] = f0[None]
-        return {name: arrays[name] for name in self.input_names}
+        return graph_feed(arrays, self.input_names, hop_length=self.hop_length, sample_rate=self.sample_rate)
 
     def infer(
         self, features: np.ndarray, f0: np.ndarray | None = None, speaker: int = 0, noise: NoiseSpec = "zero",
