@@ -58,6 +58,48 @@ def _order_passes(recipe: Any) -> tuple[list[Any], list[Any]]:
     return torch_passes, onnx_passes
 
 
+def _calibration_feeds(recipe: Any, spec: Any, names: list[str], static: int | None, cache_dir: Path | None) -> list[dict[str, np.ndarray]]:
+    """The recipe's calibration cases as graph feeds: seeded noise draws, host-side excitation, and cut
+    or tiled to the chunk length of a static graph."""
+    from .calibration import load_calibration
+    from .inputs import graph_feed
+
+    calibration = load_calibration(recipe.calibration, spec, cache_dir=cache_dir)
+    feeds = []
+    for index, case in enumerate(calibration.cases):
+        features, f0 = case["features"], case["f0"]
+        if static is not None:
+            repeat = -(-static // features.shape[0])
+            features, f0 = np.tile(features, (repeat, 1))[:static], np.tile(f0, repeat)[:static]
+        frames = features.shape[0]
+        draws = make_noise(f"seed:{1000 + index}", frames, inter_channels=spec.inter_channels, hop_length=spec.hop_length, has_f0=spec.f0)
+        arrays = {"features": features[None], "f0": f0[None], "speaker": np.array([recipe.golden.speaker], dtype=np.int64), **draws}
+        feeds.append(graph_feed(arrays, names, hop_length=spec.hop_length, sample_rate=spec.sampling_rate))
+    return feeds
+
+
+def _precision_plan(recipe: Any, spec: Any, state: Any, static: int | None, cache_dir: Path | None) -> Any:
+    import onnx
+
+    from .layers import resolve, weighted_layers
+    from .precision import PrecisionPlan
+
+    policy = recipe.precision_policy
+    precision = recipe.target.precision
+    layers = weighted_layers(onnx.load(str(state.onnx_path), load_external_data=False))
+    keep = resolve(policy.keep_fp32, layers, "precision_policy.keep_fp32")
+    if precision != "fp32" and spec.f0 and "excitation" not in state.input_names:
+        raise RecipeError(
+            f"passes: a {precision} target needs the host_source pass for this pitch model (the NSF sine source's "
+            "phase accumulation must stay out of the low-precision graph)"
+        )
+    feeds = _calibration_feeds(recipe, spec, state.input_names, static, cache_dir) if precision == "int8" else []
+    return PrecisionPlan(
+        precision=precision, layers=layers, keep_fp32=keep, calibration=feeds,
+        calibration_method=policy.calibration_method, per_channel=policy.per_channel,
+    )
+
+
 def _frames_for(seconds: float, spec: Any, shapes: Any) -> int:
     if shapes.mode == "static":
         return int(shapes.chunk_frames)
@@ -80,7 +122,9 @@ def _signature(spec: Any, names: list[str]) -> dict[str, Any]:
     }
 
 
-def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, log: Callable[[str], None] = print) -> BuildResult:
+def build(
+    recipe: Any, *, out_dir: Path | None = None, force: bool = False, log: Callable[[str], None] = print, cache_dir: Path | None = None,
+) -> BuildResult:
     """Build ``recipe`` (a loaded ``recipe.Recipe``) into an artifact folder; return its path and report."""
     import torch
 
@@ -147,8 +191,16 @@ def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, log:
             record(entry, "onnx", notes_before)
             log(f"pass {entry.name}: checked at {lengths} frames")
 
-        backend_section = backend.build(state.onnx_path, recipe.target, writer.dir)
-        log(f"backend {backend.NAME}: built")
+        plan = _precision_plan(recipe, spec, state, static, cache_dir)
+        log(f"precision {plan.precision}: {len(plan.low_precision_layers)} of {len(plan.layers)} layers in {plan.precision}"
+            + (f", {len(plan.keep_fp32)} kept fp32" if plan.keep_fp32 else ""))
+        backend_section = backend.build(state.onnx_path, recipe.target, writer.dir, plan, shapes=shapes, workdir=workdir)
+        built_runner = backend.load(writer.dir, backend_section, threads=recipe.target.threads)
+        stage = f"backend {backend.NAME} {plan.precision}"
+        budget = dataclasses.asdict(recipe.accuracy) if plan.precision != "fp32" else None
+        checks += multi_length_check(stage, built_runner.run, run_reference, spec, state.input_names, lengths, speaker=speaker, budget=budget)
+        del built_runner
+        log(f"backend {backend.NAME}: built, checked at {lengths} frames")
 
         golden_dir = writer.dir / "golden"
         golden_dir.mkdir()
@@ -183,6 +235,7 @@ def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, log:
             "recipe_sha256": recipe_sha256(recipe),
             "target": dataclasses.asdict(recipe.target),
             "backend": backend_section,
+            "precision": plan.summary(),
             "model": {
                 "sample_rate": spec.sampling_rate,
                 "hop_length": spec.hop_length,
@@ -227,6 +280,7 @@ def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, log:
             "latency": evaluation["latency"],
             "multi_length_checks": checks,
             "passes": pass_records,
+            "precision": plan.summary(),
             "build_time_s": round(time.perf_counter() - started, 1),
         }
         failures = evaluation["accuracy"]["failures"] + evaluation["latency"]["failures"]

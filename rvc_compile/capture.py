@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import BuildError
+from .errors import BuildError, GateFailure
 from .golden import example_case
 from .inputs import graph_feed, make_noise
 
@@ -100,6 +100,13 @@ def export_onnx(
         raise BuildError(f"capture ({exporter} exporter) failed: {type(exc).__name__}: {detail[:300]}") from exc
     if not out_path.exists():
         raise BuildError(f"capture ({exporter} exporter) wrote no graph to {out_path}")
+    import onnx
+
+    from .layers import name_layers
+
+    graph = onnx.load(str(out_path))
+    name_layers(graph)
+    onnx.save(graph, str(out_path))
     return out_path
 
 
@@ -113,12 +120,17 @@ def multi_length_check(
     *,
     max_relative_error: float = FP32_MAX_RELATIVE_ERROR,
     speaker: int = 0,
+    budget: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run candidate and reference on identical inputs at each length; raise BuildError on any failure.
 
     ``run_reference`` takes the user-level inputs (features, f0, speaker, prior_noise, source_noise);
     ``run_candidate`` takes the graph's inputs ``names`` made from them (see ``inputs.graph_feed``).
+    An fp32 graph must match to ``max_relative_error``; a lower-precision graph (``budget`` given: the
+    recipe's accuracy budget) must stay inside the budget at every length.
     """
+    from .metrics import check_budget, compare
+
     results = []
     for i, frames in enumerate(lengths):
         inputs = example_inputs(spec, frames, seed=100 + i, speaker=speaker)
@@ -138,11 +150,17 @@ def multi_length_check(
             "frames": frames,
             "relative_l2_error": error,
             "max_abs_error": float(np.abs(candidate - reference).max()),
-            "passed": bool(np.isfinite(error) and error <= max_relative_error),
         }
+        if budget is None:
+            failures = [] if np.isfinite(error) and error <= max_relative_error else [f"relative L2 error {error:.3g} > {max_relative_error:g}"]
+        else:
+            metrics = compare(reference, candidate, spec.sampling_rate)
+            result.update({key: metrics[key] for key in ("snr_db", "log_mel_db", "mrstft", "f0_cents")})
+            failures = check_budget(metrics, budget)
+        result["passed"] = not failures
         results.append(result)
-        if not result["passed"]:
-            raise BuildError(
-                f"{stage}: output at {frames} frames differs from the reference (relative L2 error {error:.3g} > {max_relative_error:g})"
-            )
+        if failures:
+            # Past the precision budget is a failed gate (exit 1); an fp32 graph that differs is a broken build.
+            error_class = GateFailure if budget is not None else BuildError
+            raise error_class(f"{stage}: output at {frames} frames differs from the reference ({'; '.join(failures)})")
     return results

@@ -197,6 +197,16 @@ BUDGET_KEYS = {
 }
 
 
+# Default budgets per target precision, measured against the fp32 PyTorch reference (docs/PRECISION.md
+# gives the measurements behind them). A recipe's accuracy section overrides any of them.
+DEFAULT_BUDGETS: dict[str, dict[str, float | None]] = {
+    "fp32": {"min_snr_db": 40.0, "max_log_mel_db": 0.5, "max_mrstft": 0.05, "max_f0_cents": 10.0, "max_abs_error": None},
+    "fp16": {"min_snr_db": 30.0, "max_log_mel_db": 1.0, "max_mrstft": 0.15, "max_f0_cents": 10.0, "max_abs_error": None},
+    "bf16": {"min_snr_db": 25.0, "max_log_mel_db": 1.5, "max_mrstft": 0.25, "max_f0_cents": 15.0, "max_abs_error": None},
+    "int8": {"min_snr_db": 15.0, "max_log_mel_db": 2.5, "max_mrstft": 0.4, "max_f0_cents": 20.0, "max_abs_error": None},
+}
+
+
 def check_budget(metrics: dict[str, Any], budget: dict[str, Any]) -> list[str]:
     """Every way ``metrics`` break ``budget`` (an empty list when they hold). None budgets are unchecked."""
     failures = []

@@ -93,8 +93,25 @@ class Calibration:
 
 
 @dataclass
+class PrecisionPolicy:
+    """How fp16/bf16/int8 targets treat layers (module paths such as dec.conv_post; a prefix covers a module).
+
+    The NSF sine source is always computed on the host (the host_source pass), whatever this says.
+    """
+
+    keep_fp32: list[str] = field(default_factory=list)  # layers (or module prefixes) that stay fp32
+    calibration_method: Literal["minmax", "percentile", "entropy"] = "minmax"  # int8 activation ranges
+    per_channel: bool = True  # int8 weights: one scale per output channel
+    accuracy_aware: bool = False  # int8: keep the most sensitive layers in fp32 until the budget holds
+    max_fp32_layers: Optional[int] = None  # accuracy_aware: give up (fail the build) beyond this many
+
+
+@dataclass
 class Accuracy:
-    """Accuracy budget against the fp32 PyTorch reference (null disables a check)."""
+    """Accuracy budget against the fp32 PyTorch reference (null disables a check).
+
+    Keys left out take the target precision's default budget (see docs/PRECISION.md).
+    """
 
     min_snr_db: Optional[float] = 40.0
     max_log_mel_db: Optional[float] = 0.5
@@ -135,6 +152,7 @@ class Recipe:
     shapes: Shapes = field(default_factory=Shapes)
     capture: Capture = field(default_factory=Capture)
     passes: list[PassEntry] = field(default_factory=list)
+    precision_policy: PrecisionPolicy = field(default_factory=PrecisionPolicy)
     calibration: Calibration = field(default_factory=Calibration)
     accuracy: Accuracy = field(default_factory=Accuracy)
     latency: Latency = field(default_factory=Latency)
@@ -411,11 +429,30 @@ def _validate(recipe: Recipe, located: _Located) -> None:
         raise located.error(("golden", "seconds"), "need at least one positive length")
     if not _NOISE.match(recipe.golden.noise):
         raise located.error(("golden", "noise"), f"{recipe.golden.noise!r} is not 'zero' or 'seed:N'")
+    policy = recipe.precision_policy
+    if recipe.target.precision == "int8" and recipe.calibration.source == "none":
+        raise located.error(("calibration", "source"), "int8 needs calibration data: set calibration.source (rvc-logs, npz or generated)")
+    if policy.keep_fp32 and recipe.target.precision == "fp32":
+        raise located.error(("precision_policy", "keep_fp32"), "only meaningful for fp16, bf16 or int8 targets")
+    if policy.accuracy_aware and recipe.target.precision != "int8":
+        raise located.error(("precision_policy", "accuracy_aware"), "only for int8 targets")
+    if policy.max_fp32_layers is not None and policy.max_fp32_layers < 0:
+        raise located.error(("precision_policy", "max_fp32_layers"), "must be 0 or more")
     calibration = recipe.calibration
     if calibration.source in ("npz", "rvc-logs") and calibration.path is None:
         raise located.error(("calibration", "path"), f"source {calibration.source!r} needs a path")
     if calibration.count < 1 or calibration.seconds <= 0:
         raise located.error(("calibration",), "count and seconds must be positive")
+
+
+def _default_budget(recipe: Recipe, located: _Located) -> None:
+    """Accuracy keys the recipe does not set take the target precision's default budget."""
+    from .metrics import DEFAULT_BUDGETS
+
+    defaults = DEFAULT_BUDGETS[recipe.target.precision]
+    for name, value in defaults.items():
+        if ("accuracy", name) not in located.lines:
+            setattr(recipe.accuracy, name, value)
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -435,6 +472,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         apply_override(raw, override, located)
     recipe = _convert_dataclass(raw, Recipe, (), located, path.resolve().parent)
     recipe.recipe_path = path
+    _default_budget(recipe, located)
     _validate(recipe, located)
     return recipe
 

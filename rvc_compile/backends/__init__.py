@@ -1,9 +1,11 @@
 """Backends: one module each, with one small interface.
 
 - ``check_target(target)``: refuse what the backend cannot do (RecipeError), before any work;
-- ``build(onnx_path, target, out_dir) -> dict``: write the backend's files into the artifact folder and
-  return the manifest's ``backend`` section (file names, session/compile options);
-- ``load(artifact_dir, backend_section, threads=None) -> runner``: ``runner.run(inputs) -> audio``.
+- ``build(onnx_path, target, out_dir, plan, workdir=...) -> dict``: apply the ``precision.PrecisionPlan``
+  (fp16 islands, int8 quantization with calibration feeds), write the backend's files into the artifact
+  folder and return the manifest's ``backend`` section (file names, session/compile options);
+- ``load(artifact_dir, backend_section, threads=None, cache_dir=None) -> runner``: ``runner.run(feed) ->
+  audio`` for the graph's inputs (``cache_dir``: where the backend may keep compiled blobs).
 
 Module top levels import numpy and the standard library only; each backend's library is imported in
 the function that needs it, so ``import rvc_compile.runtime`` stays light.
@@ -18,8 +20,9 @@ from ..errors import ArtifactError, RecipeError
 
 BACKENDS = {
     "onnxruntime": "rvc_compile.backends.onnxruntime",
+    "openvino": "rvc_compile.backends.openvino",
 }
-PLANNED = {"openvino", "tensorrt", "aoti"}
+PLANNED = {"tensorrt", "aoti"}
 
 
 def get_backend(name: str, *, for_build: bool = True) -> ModuleType:

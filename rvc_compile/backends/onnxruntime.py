@@ -12,7 +12,9 @@ from ..errors import ArtifactError, RecipeError
 
 NAME = "onnxruntime"
 MODEL_FILE = "model.onnx"
-PRECISIONS = ("fp32",)
+PRECISIONS = ("fp32", "fp16", "int8")
+# calibration_method -> onnxruntime.quantization.CalibrationMethod
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 DEVICES = ("cpu",)
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -21,7 +23,8 @@ def check_target(target: Any) -> None:
     if target.device not in DEVICES:
         raise RecipeError(f"target.device: onnxruntime backend supports {', '.join(DEVICES)}, not {target.device!r}")
     if target.precision not in PRECISIONS:
-        raise RecipeError(f"target.precision: onnxruntime backend supports {', '.join(PRECISIONS)}, not {target.precision!r}")
+        hint = " (its CPU execution provider has no bf16 kernels; use fp16 here, or bf16 with the openvino backend)" if target.precision == "bf16" else ""
+        raise RecipeError(f"target.precision: onnxruntime backend supports {', '.join(PRECISIONS)}, not {target.precision!r}{hint}")
 
 
 def session_options(threads: int, graph_optimization: str) -> dict[str, Any]:
@@ -34,17 +37,74 @@ def session_options(threads: int, graph_optimization: str) -> dict[str, Any]:
     }
 
 
-def build(onnx_path: Path, target: Any, out_dir: Path) -> dict[str, Any]:
+def _to_fp16(onnx_path: Path, out_path: Path, plan: Any) -> None:
+    """fp16 weights and activations except the plan's fp32 islands (inputs and output stay float32)."""
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(onnx_path))
+    del model.graph.value_info[:]  # stale fp32 annotations would contradict the converted graph
+    converted = float16.convert_float_to_float16(
+        model, keep_io_types=True, node_block_list=list(plan.keep_fp32),
+        op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST), disable_shape_infer=False,
+    )
+    # The converter retypes a Cast's output to fp16 but leaves Cast(bool -> float) casting to fp32.
+    fp16_values = {info.name for info in converted.graph.value_info if info.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
+    for node in converted.graph.node:
+        if node.op_type == "Cast" and node.output[0] in fp16_values:
+            for attribute in node.attribute:
+                if attribute.name == "to" and attribute.i == onnx.TensorProto.FLOAT:
+                    attribute.i = onnx.TensorProto.FLOAT16
+    onnx.save(converted, str(out_path))
+
+
+class _CalibrationReader:
+    """onnxruntime.quantization's data reader over the plan's calibration feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]], names: list[str]):
+        self._feeds = iter([{name: feed[name] for name in names} for feed in feeds])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def _to_int8(onnx_path: Path, out_path: Path, plan: Any, workdir: Path) -> None:
+    """Static QDQ quantization: int8 weights (per channel), uint8 activations, the islands excluded."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not plan.calibration:
+        raise RecipeError("calibration: int8 needs calibration data (set calibration.source)")
+    names = [graph_input.name for graph_input in onnx.load(str(onnx_path), load_external_data=False).graph.input]
+    quantize_static(
+        str(onnx_path), str(out_path), _CalibrationReader(plan.calibration, names),
+        quant_format=QuantFormat.QDQ, per_channel=plan.per_channel,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+        nodes_to_exclude=list(plan.keep_fp32),
+        calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[plan.calibration_method]),
+        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "CalibTensorRangeSymmetric": False},
+    )
+
+
+def build(onnx_path: Path, target: Any, out_dir: Path, plan: Any, *, shapes: Any = None, workdir: Path | None = None) -> dict[str, Any]:
     import onnx
     import onnxruntime
 
-    onnx.checker.check_model(str(onnx_path), full_check=True)
-    shutil.copyfile(onnx_path, out_dir / MODEL_FILE)
+    out = out_dir / MODEL_FILE
+    if plan.precision == "fp16":
+        _to_fp16(onnx_path, out, plan)
+    elif plan.precision == "int8":
+        _to_int8(onnx_path, out, plan, workdir or out_dir)
+    else:
+        shutil.copyfile(onnx_path, out)
+    onnx.checker.check_model(str(out), full_check=True)
     return {
         "name": NAME,
         "library_version": onnxruntime.__version__,
         "files": {"model": MODEL_FILE},
         "session_options": session_options(target.threads, target.graph_optimization),
+        "precision": plan.summary(),
     }
 
 
@@ -76,5 +136,5 @@ class Runner:
         return self.session.run(None, {name: inputs[name] for name in self.input_names})[0]
 
 
-def load(artifact_dir: Path, backend: dict[str, Any], threads: int | None = None) -> Runner:
+def load(artifact_dir: Path, backend: dict[str, Any], threads: int | None = None, cache_dir: Path | None = None) -> Runner:
     return Runner(Path(artifact_dir) / backend["files"]["model"], backend["session_options"], threads)

@@ -39,6 +39,9 @@ class Simplify(Pass):
             simplified, ok = onnxsim.simplify(model)
             if not ok:
                 raise BuildError("passes.simplify: onnxsim could not validate the simplified graph")
+        from ..layers import name_layers
+
+        name_layers(simplified)  # fused nodes come back named after their outputs
         out = workdir / "simplified.onnx"
         onnx.save(simplified, str(out))
         state.onnx_path = out
