@@ -125,6 +125,30 @@ def recipe_schema() -> None:
     click.echo(json.dumps(recipe_json_schema(), indent=2))
 
 
+@cli.group()
+def calibration() -> None:
+    """Calibration data for int8 quantization."""
+
+
+@calibration.command("inspect")
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value (repeatable).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help="Read and store the set in this cache folder.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def calibration_inspect(recipe_path: Path, overrides: tuple[str, ...], cache_dir: Path | None, as_json: bool) -> None:
+    """Load RECIPE's calibration set for its checkpoint and describe it (check your data before a long build)."""
+    from .calibration import format_description, load_calibration, require_calibration
+    from .checkpoint import load_checkpoint
+    from .recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, list(overrides))
+    require_calibration(recipe.calibration)
+    source = recipe.source
+    checkpoint = load_checkpoint(source.checkpoint, config_path=source.config, sample_rate=source.sample_rate)
+    description = load_calibration(recipe.calibration, checkpoint.spec, cache_dir=cache_dir).describe()
+    click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
+
+
 @cli.command("make-checkpoint")
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--version", "model_version", type=click.Choice(["v1", "v2"]), default="v2", show_default=True)

@@ -42,3 +42,7 @@ class GateFailure(RvcCompileError):
     """An accuracy or latency gate failed."""
 
     exit_code = 1
+
+
+class CalibrationError(RvcCompileError):
+    """Calibration data is missing, empty, unreadable, or does not match the model (width, rate, alignment)."""

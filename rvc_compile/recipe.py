@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import math
 import os
 import re
 import types
@@ -24,6 +25,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NOISE = re.compile(r"^(zero|seed:\d+)$")
+F0_RANGE_HZ = (50.0, 1100.0)  # the pitch range RVC extracts and maps to coarse pitch
 
 
 # -- the schema ----------------------------------------------------------------------------------
@@ -84,12 +86,46 @@ class PassEntry:
 
 @dataclass
 class Calibration:
-    """Calibration inputs for quantization (int8 targets). Unused, and not required, by fp32 targets."""
+    """Calibration inputs for quantization (int8 targets). Unused, and not required, by fp32 targets.
+
+    rvc-logs: an RVC experiment folder (logs/NAME/); npz: a folder of .npz files with features and f0;
+    generated: synthesized inputs, for tests and demos only. See docs/CALIBRATION.md.
+    """
 
     source: Literal["none", "generated", "npz", "rvc-logs"] = "none"
-    path: Optional[Path] = None
-    count: int = 16
-    seconds: float = 2.0
+    path: Optional[Path] = None  # rvc-logs: the experiment folder; npz: the folder of .npz files
+    count: int = 16  # at most this many cases, spread evenly over the sorted files (generated: exactly)
+    seconds: float = 2.0  # each case at most this long, its middle kept (generated: exactly)
+    # The generator's options (source: generated only).
+    seed: int = 0
+    f0_source: Literal["speech", "synthetic", "mixed"] = "mixed"  # mixed: even cases speech, odd synthetic
+    f0_method: Literal["harvest", "dio", "pm"] = "harvest"  # pyworld harvest or dio (+ stonemask), or Praat (pm)
+    speech: list[Path] = field(default_factory=list)  # 16-bit WAV clips to track pitch in; empty: the bundled clips
+    f0_low_hz: float = 80.0  # synthetic contours: range of a case's base pitch
+    f0_high_hz: float = 400.0
+    pitch_shift_semitones: float = 0.0  # each case's f0 shifted by a random key within +-this
+    features: Literal["real-statistics", "real-frames", "recipe"] = "real-statistics"
+    feature_mean: float = 0.0  # features: recipe
+    feature_std: float = 1.0  # features: recipe
+    feature_correlation: Optional[float] = None  # frame-to-frame correlation at 50 frames/s; null: as measured in real features
+    feature_perturbation: float = 0.5  # features: real-frames: noise added, in units of each dimension's std
+
+
+# Which generator keys apply when (source: generated); any of them set otherwise is a mistake we name.
+_CALIBRATION_KEY_USE = {
+    "seed": lambda c: True,
+    "f0_source": lambda c: True,
+    "f0_method": lambda c: c.f0_source in ("speech", "mixed"),
+    "speech": lambda c: c.f0_source in ("speech", "mixed"),
+    "f0_low_hz": lambda c: c.f0_source in ("synthetic", "mixed"),
+    "f0_high_hz": lambda c: c.f0_source in ("synthetic", "mixed"),
+    "pitch_shift_semitones": lambda c: True,
+    "features": lambda c: True,
+    "feature_mean": lambda c: c.features == "recipe",
+    "feature_std": lambda c: c.features == "recipe",
+    "feature_correlation": lambda c: True,
+    "feature_perturbation": lambda c: c.features == "real-frames",
+}
 
 
 @dataclass
@@ -438,11 +474,45 @@ def _validate(recipe: Recipe, located: _Located) -> None:
         raise located.error(("precision_policy", "accuracy_aware"), "only for int8 targets")
     if policy.max_fp32_layers is not None and policy.max_fp32_layers < 0:
         raise located.error(("precision_policy", "max_fp32_layers"), "must be 0 or more")
-    calibration = recipe.calibration
+    _validate_calibration(recipe.calibration, located)
+
+
+def _validate_calibration(calibration: Calibration, located: _Located) -> None:
+    def error(key: str, message: str) -> RecipeError:
+        return located.error(("calibration", key), message)
+
     if calibration.source in ("npz", "rvc-logs") and calibration.path is None:
-        raise located.error(("calibration", "path"), f"source {calibration.source!r} needs a path")
-    if calibration.count < 1 or calibration.seconds <= 0:
-        raise located.error(("calibration",), "count and seconds must be positive")
+        raise error("path", f"source {calibration.source!r} needs a path")
+    if calibration.source not in ("npz", "rvc-logs") and calibration.path is not None:
+        raise error("path", f"not used by source {calibration.source!r} (only npz and rvc-logs read a folder)")
+    if calibration.count < 1:
+        raise error("count", "must be at least 1")
+    for key in ("seconds", "f0_low_hz", "f0_high_hz", "pitch_shift_semitones", "feature_mean", "feature_std", "feature_perturbation", "feature_correlation"):
+        value = getattr(calibration, key)
+        if value is not None and not math.isfinite(value):
+            raise error(key, f"must be a finite number, got {value}")
+    if calibration.seconds <= 0:
+        raise error("seconds", "must be positive")
+    defaults = Calibration()
+    for key, applies in _CALIBRATION_KEY_USE.items():
+        if getattr(calibration, key) == getattr(defaults, key):
+            continue
+        if calibration.source != "generated":
+            raise error(key, f"only used by source 'generated' (source is {calibration.source!r})")
+        if not applies(calibration):
+            raise error(key, f"not used with f0_source {calibration.f0_source!r} and features {calibration.features!r}")
+    if calibration.seed < 0:
+        raise error("seed", "must be 0 or more")
+    if not F0_RANGE_HZ[0] <= calibration.f0_low_hz < calibration.f0_high_hz <= F0_RANGE_HZ[1]:
+        raise error("f0_low_hz", f"need {F0_RANGE_HZ[0]:g} <= f0_low_hz < f0_high_hz <= {F0_RANGE_HZ[1]:g} (RVC's pitch range), got {calibration.f0_low_hz:g} and {calibration.f0_high_hz:g}")
+    if not 0 <= calibration.pitch_shift_semitones <= 24:
+        raise error("pitch_shift_semitones", "must be between 0 and 24")
+    if calibration.feature_std <= 0:
+        raise error("feature_std", "must be positive")
+    if calibration.feature_perturbation < 0:
+        raise error("feature_perturbation", "must be 0 or more")
+    if calibration.feature_correlation is not None and not 0 <= calibration.feature_correlation < 1:
+        raise error("feature_correlation", "must be at least 0 and below 1")
 
 
 def _default_budget(recipe: Recipe, located: _Located) -> None:
