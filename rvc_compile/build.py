@@ -124,10 +124,12 @@ def _signature(spec: Any, names: list[str]) -> dict[str, Any]:
     }
 
 
-def build(
-    recipe: Any, *, out_dir: Path | None = None, force: bool = False, log: Callable[[str], None] = print, cache_dir: Path | None = None,
-) -> BuildResult:
-    """Build ``recipe`` (a loaded ``recipe.Recipe``) into an artifact folder; return its path and report."""
+def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, cache_dir: Path | None = None, log: Callable[[str], None] = print) -> BuildResult:
+    """Build ``recipe`` (a loaded ``recipe.Recipe``) into an artifact folder; return its path and report.
+
+    ``cache_dir`` is the ``--cache-dir`` value (None: ``$RVC_COMPILE_CACHE`` or the user cache folder,
+    see ``cache.resolve_cache_dir``); accepted here, not yet used by the stages.
+    """
     import torch
 
     from .capture import export_onnx, multi_length_check

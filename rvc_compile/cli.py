@@ -78,23 +78,50 @@ def infer(source: Path, features_path: Path, f0_path: Path | None, speaker: int,
     click.echo(f"wrote {output} ({audio.shape[0] / model.sample_rate:.2f} s at {model.sample_rate} Hz)")
 
 
+_CACHE_DIR_HELP = "Build cache folder (default: $RVC_COMPILE_CACHE, else the user cache folder)."
+
+
 @cli.command()
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Output root (default: the recipe's output_dir).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value (repeatable).")
 @click.option("--force", is_flag=True, help="Overwrite an existing artifact version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON (the artifact path stays the last line).")
-def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str, ...], force: bool, as_json: bool) -> None:
-    """Build RECIPE.yaml into a verified artifact; prints the artifact path last."""
-    from .build import build as run_build
-    from .recipe import load_recipe
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help=_CACHE_DIR_HELP)
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Build the recipes on N worker processes; a failed recipe does not stop the others.")
+def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str, ...], force: bool, as_json: bool, cache_dir: Path | None, jobs: int | None) -> None:
+    """Build RECIPE.yaml into a verified artifact; prints the artifact path last.
 
-    for recipe_path in recipes:
-        recipe = load_recipe(recipe_path, list(overrides))
-        result = run_build(recipe, out_dir=out_dir, force=force, log=lambda message: click.echo(message, err=True))
+    With several recipes (or --jobs), every recipe is built in its own process, a result table goes to
+    stderr and the artifact paths of those that succeeded are the last lines of stdout; the exit code
+    is 0 if all succeeded, 2 if any failed on a user error, else 1.
+    """
+    if len(recipes) == 1 and jobs is None:
+        from .build import build as run_build
+        from .recipe import load_recipe
+
+        recipe = load_recipe(recipes[0], list(overrides))
+        result = run_build(recipe, out_dir=out_dir, force=force, cache_dir=cache_dir, log=lambda message: click.echo(message, err=True))
         if as_json:
             click.echo(json.dumps(result.report, indent=2, default=str))
         click.echo(str(result.path))
+        return
+
+    from .batch import OK, build_recipes, exit_code, format_results
+
+    def announce(result: Any) -> None:
+        click.echo(f"{result.recipe}: {result.status}" + (f" ({result.error})" if result.error else ""), err=True)
+
+    results = build_recipes(list(recipes), jobs=jobs or 1, out_dir=out_dir, overrides=overrides, force=force, cache_dir=cache_dir, on_result=announce)
+    click.echo(format_results(results), err=True)
+    if as_json:
+        click.echo(json.dumps([result.to_dict() for result in results], indent=2, default=str))
+    for result in results:
+        if result.status == OK:
+            click.echo(str(result.path))
+    code = exit_code(results)
+    if code:
+        sys.exit(code)
 
 
 @cli.command()
@@ -110,6 +137,95 @@ def verify(artifact: Path, as_json: bool, skip_latency: bool, threads: int | Non
     click.echo(json.dumps(result, indent=2, default=str) if as_json else format_result(result))
     if not result["passed"]:
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The archive to write (FILE.tar.gz).")
+def pack(artifact: Path, output: Path) -> None:
+    """Pack an intact ARTIFACT into a reproducible .tar.gz; prints its path last."""
+    from .cache import format_size
+    from .distribution import pack as run_pack
+
+    packed = run_pack(artifact, output)
+    click.echo(f"packed {packed.name} {packed.version}: {packed.files} files, {format_size(packed.size)}, sha256 {packed.sha256}", err=True)
+    click.echo(str(packed.path))
+
+
+@cli.command()
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", default=Path("."), show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to unpack into: the artifact lands in OUTPUT/<name>/<version>.")
+@click.option("--force", is_flag=True, help="Replace an existing artifact version.")
+def unpack(archive: Path, out_dir: Path, force: bool) -> None:
+    """Unpack an artifact ARCHIVE, checking every file's hash; prints the artifact path last."""
+    from .distribution import unpack as run_unpack
+
+    click.echo(str(run_unpack(archive, out_dir, force=force)))
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect and trim the build cache."""
+
+
+def _cache_dir_option(function: Any) -> Any:
+    return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help=_CACHE_DIR_HELP)(function)
+
+
+@cache.command("dir")
+@_cache_dir_option
+def cache_dir_command(cache_dir: Path | None) -> None:
+    """Print the cache folder in use."""
+    from .cache import resolve_cache_dir
+
+    click.echo(str(resolve_cache_dir(cache_dir)))
+
+
+@cache.command("ls")
+@_cache_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable, with each entry's key ingredients.")
+def cache_ls(cache_dir: Path | None, as_json: bool) -> None:
+    """List entries: key, stage, size, age, last use."""
+    from .cache import Store, format_ls
+
+    store = Store.open(cache_dir)
+    entries = store.ls()
+    click.echo(json.dumps([entry.to_dict() for entry in entries], indent=2) if as_json else format_ls(entries, store.root))
+
+
+@cache.command("du")
+@_cache_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable.")
+def cache_du(cache_dir: Path | None, as_json: bool) -> None:
+    """Disk use, in total and per stage."""
+    from .cache import Store, format_du
+
+    usage = Store.open(cache_dir).du()
+    click.echo(json.dumps(usage, indent=2) if as_json else format_du(usage))
+
+
+@cache.command("prune")
+@_cache_dir_option
+@click.option("--max-size", metavar="SIZE", help="Remove least recently used entries until the cache is at most SIZE (500M, 2G).")
+@click.option("--older-than", metavar="AGE", help="Remove entries not used for AGE (12h, 7d, 2w).")
+def cache_prune(cache_dir: Path | None, max_size: str | None, older_than: str | None) -> None:
+    """Remove old or least recently used entries; entries a running build uses are kept."""
+    from .cache import Store, format_prune, parse_age, parse_size
+
+    if max_size is None and older_than is None:
+        raise click.UsageError("give --max-size and/or --older-than (or use 'cache clear')")
+    limit = parse_size(max_size) if max_size is not None else None
+    age = parse_age(older_than) if older_than is not None else None
+    click.echo(format_prune(Store.open(cache_dir).prune(max_size=limit, older_than=age)))
+
+
+@cache.command("clear")
+@_cache_dir_option
+def cache_clear(cache_dir: Path | None) -> None:
+    """Remove every entry (except those a running build uses)."""
+    from .cache import Store, format_prune
+
+    click.echo(format_prune(Store.open(cache_dir).clear()))
 
 
 @cli.group()

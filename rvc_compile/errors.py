@@ -38,6 +38,10 @@ class BuildError(RvcCompileError):
     """A build stage failed (export, a pass, a backend compile, a multi-length check)."""
 
 
+class CacheError(RvcCompileError):
+    """The build cache cannot be used: its folder is unwritable, the disk is full, an entry cannot be removed."""
+
+
 class GateFailure(RvcCompileError):
     """An accuracy or latency gate failed."""
 

@@ -42,3 +42,39 @@ def assert_user_error(process: subprocess.CompletedProcess, *fragments: str, exi
     assert "Traceback" not in process.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+TINY_RECIPE = """
+name: {name}
+version: 1.0.0
+source:
+  checkpoint: {checkpoint}
+target:
+  backend: onnxruntime
+  device: cpu
+  precision: fp32
+  threads: 1
+shapes:
+  mode: dynamic
+  min_frames: 8
+  opt_frames: 16
+  max_frames: 32
+capture:
+  exporter: torchscript
+passes: []
+latency:
+  seconds: [0.1]
+  repeat: 1
+  warmup: 0
+golden:
+  seconds: [0.1]
+  noise: seed:3
+output_dir: {output}
+"""
+
+
+def write_tiny_recipe(directory: Path, checkpoint: Path, name: str = "tiny") -> Path:
+    """The quickest real build: a small checkpoint, short lengths, no passes (about 10 s on 2 cores)."""
+    path = directory / f"{name}.yaml"
+    path.write_text(TINY_RECIPE.format(name=name, checkpoint=checkpoint, output=directory / "artifacts"))
+    return path
