@@ -39,7 +39,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _build_in_worker(connection: Any, recipe_path: str, overrides: list[str], out_dir: str | None, force: bool, cache_dir: str | None, label: str) -> None:
+def _build_in_worker(connection: Any, recipe_path: str, overrides: list[str], out_dir: str | None, force: bool, cache_dir: str | None, label: str, use_cache: bool = True) -> None:
     """Worker process body: build one recipe and send a result dict back through ``connection``."""
     from .errors import GateFailure, RvcCompileError
 
@@ -54,7 +54,7 @@ def _build_in_worker(connection: Any, recipe_path: str, overrides: list[str], ou
         from .recipe import load_recipe
 
         recipe = load_recipe(Path(recipe_path), overrides)
-        built = build(recipe, out_dir=Path(out_dir) if out_dir else None, force=force, cache_dir=Path(cache_dir) if cache_dir else None, log=log)
+        built = build(recipe, out_dir=Path(out_dir) if out_dir else None, force=force, cache_dir=Path(cache_dir) if cache_dir else None, use_cache=use_cache, log=log)
         result = {"status": OK, "exit_code": 0, "path": str(built.path), "report": built.report}
     except GateFailure as exc:
         result = {"status": FAILED, "exit_code": exc.exit_code, "error": str(exc)}
@@ -78,7 +78,7 @@ def _labels(recipes: list[Path]) -> list[str]:
 
 def build_recipes(
     recipes: list[Path], *, jobs: int = 1, out_dir: Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-    force: bool = False, cache_dir: Path | None = None, on_result: Callable[[RecipeResult], None] | None = None,
+    force: bool = False, cache_dir: Path | None = None, use_cache: bool = True, on_result: Callable[[RecipeResult], None] | None = None,
 ) -> list[RecipeResult]:
     """Build every recipe, ``jobs`` at a time, each in a fresh process; results in the order given.
 
@@ -94,7 +94,7 @@ def build_recipes(
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(
             target=_build_in_worker, name=f"rvc-compile-build-{label}",
-            args=(sender, str(recipes[index]), list(overrides), str(out_dir) if out_dir else None, force, str(cache_dir) if cache_dir else None, label),
+            args=(sender, str(recipes[index]), list(overrides), str(out_dir) if out_dir else None, force, str(cache_dir) if cache_dir else None, label, use_cache),
         )
         process.start()
         sender.close()  # so recv() sees EOF if the worker dies without answering

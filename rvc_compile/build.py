@@ -1,8 +1,11 @@
-"""``rvc-compile build``: recipe -> checkpoint -> torch passes -> capture -> ONNX passes -> backend -> artifact.
+"""``rvc-compile build``: recipe -> checkpoint -> torch passes -> capture -> ONNX passes -> precision and
+backend -> artifact.
 
-Every captured or transformed graph is checked against the fp32 PyTorch reference at the recipe's
-check lengths; the artifact is assembled in a temporary folder and renamed into place only once its
-accuracy (and latency) gates have passed, so a failed or killed build leaves nothing behind.
+Every stage runs through the content-addressed build cache (``build_stages``), keyed by everything its
+output depends on. Every captured or transformed graph is checked against the fp32 PyTorch reference at
+the recipe's check lengths (fp32 graphs to 1e-4 relative error, lower precisions against the accuracy
+budget). The artifact is assembled in a temporary folder and renamed into place only once its accuracy
+(and latency) gates have passed, so a failed or killed build leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,20 +25,27 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .artifact import ArtifactWriter
+from .artifact import ArtifactWriter, MANIFEST, MANIFEST_DIGEST
 from .backends import get_backend
 from .errors import BuildError, CheckpointError, GateFailure, RecipeError
 from .golden import example_case, load_case, save_case
 from .inputs import make_noise
 from .machine import cpu_info, library_versions
 
-LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxslim", "numpy")
+LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxslim", "openvino", "nncf", "numpy")
+CAPTURE_LIBRARIES = ("torch", "onnx", "onnxscript", "numpy")
+BACKEND_LIBRARIES = {
+    "onnxruntime": ("onnx", "onnxruntime", "onnxconverter-common", "numpy"),
+    "openvino": ("onnx", "openvino", "nncf", "numpy"),
+}
+GRAPH_FILE = "model.onnx"
 
 
 @dataclasses.dataclass
 class BuildResult:
     path: Path
     report: dict[str, Any]
+    cache: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # stage, key, hit
 
 
 def _ort_runner(onnx_path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
@@ -59,47 +70,8 @@ def _order_passes(recipe: Any) -> tuple[list[Any], list[Any]]:
     return torch_passes, onnx_passes
 
 
-def _calibration_feeds(recipe: Any, spec: Any, names: list[str], static: int | None, cache_dir: Path | None) -> list[dict[str, np.ndarray]]:
-    """The recipe's calibration cases as graph feeds: seeded noise draws, host-side excitation, and cut
-    or tiled to the chunk length of a static graph."""
-    from .calibration import load_calibration
-    from .inputs import graph_feed
-
-    calibration = load_calibration(recipe.calibration, spec, cache_dir=cache_dir)
-    feeds = []
-    for index, case in enumerate(calibration.cases):
-        case = dict(case)
-        if static is not None:
-            repeat = -(-static // case["features"].shape[0])
-            case = {name: np.concatenate([array] * repeat)[:static] for name, array in case.items()}
-        frames = case["features"].shape[0]
-        draws = make_noise(f"seed:{1000 + index}", frames, inter_channels=spec.inter_channels, hop_length=spec.hop_length, has_f0=spec.f0)
-        arrays = {name: array[None] for name, array in case.items()}
-        arrays.update(speaker=np.array([recipe.golden.speaker], dtype=np.int64), **draws)
-        feeds.append(graph_feed(arrays, names, hop_length=spec.hop_length, sample_rate=spec.sampling_rate))
-    return feeds
-
-
-def _precision_plan(recipe: Any, spec: Any, state: Any, static: int | None, cache_dir: Path | None) -> Any:
-    import onnx
-
-    from .layers import resolve, weighted_layers
-    from .precision import PrecisionPlan
-
-    policy = recipe.precision_policy
-    precision = recipe.target.precision
-    layers = weighted_layers(onnx.load(str(state.onnx_path), load_external_data=False))
-    keep = resolve(policy.keep_fp32, layers, "precision_policy.keep_fp32")
-    if precision != "fp32" and spec.f0 and "excitation" not in state.input_names:
-        raise RecipeError(
-            f"passes: a {precision} target needs the host_source pass for this pitch model (the NSF sine source's "
-            "phase accumulation must stay out of the low-precision graph)"
-        )
-    feeds = _calibration_feeds(recipe, spec, state.input_names, static, cache_dir) if precision == "int8" else []
-    return PrecisionPlan(
-        precision=precision, layers=layers, keep_fp32=keep, calibration=feeds,
-        calibration_method=policy.calibration_method, per_channel=policy.per_channel,
-    )
+def _pass_params(entries: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
+    return [{"name": entry.name, **dataclasses.asdict(entry.params)} for entry, _ in entries]
 
 
 def _frames_for(seconds: float, spec: Any, shapes: Any) -> int:
@@ -124,112 +96,347 @@ def _signature(spec: Any, names: list[str]) -> dict[str, Any]:
     }
 
 
-def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, cache_dir: Path | None = None, log: Callable[[str], None] = print) -> BuildResult:
-    """Build ``recipe`` (a loaded ``recipe.Recipe``) into an artifact folder; return its path and report.
+class _Reference:
+    """The fp32 eager reference, built on first use (a fully cached build never needs it).
 
-    ``cache_dir`` is the ``--cache-dir`` value (None: ``$RVC_COMPILE_CACHE`` or the user cache folder,
-    see ``cache.resolve_cache_dir``); accepted here, not yet used by the stages.
-    """
-    import torch
+    Every stage is checked on the same inputs, so each reference output is computed once."""
 
-    from .capture import export_onnx, multi_length_check
-    from .checkpoint import load_checkpoint
+    def __init__(self, checkpoint: Any, threads: int):
+        self.checkpoint, self.threads = checkpoint, threads
+        self._model = None
+        self._outputs: dict[str, np.ndarray] = {}
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        import torch
+
+        from .model import build_model
+
+        if self._model is None:
+            torch.set_num_threads(max(1, self.threads))
+            self._model = build_model(self.checkpoint.spec, self.checkpoint.state_dict)
+        names = self._model.input_names
+        key = hashlib.sha256(b"".join(np.ascontiguousarray(inputs[name]).tobytes() for name in names)).hexdigest()
+        if key not in self._outputs:
+            with torch.inference_mode():
+                self._outputs[key] = self._model(*[torch.from_numpy(inputs[name]) for name in names]).numpy()
+        return self._outputs[key]
+
+
+def torch_graph(checkpoint: Any, torch_passes: list[tuple[Any, Any]], workdir: Path) -> tuple[Any, list[dict[str, Any]]]:
+    """The torch model after the recipe's torch-stage passes, and their records."""
     from .model import build_model
     from .passes import GraphState
-    from .recipe import recipe_sha256, recipe_to_dict
-    from .reference import flops_per_second, parameter_counts
-    from .report import write_report
 
-    started = time.perf_counter()
-    backend = get_backend(recipe.target.backend)
-    backend.check_target(recipe.target)
-    torch_passes, onnx_passes = _order_passes(recipe)
-    out_root = Path(out_dir) if out_dir is not None else Path(recipe.output_dir)
+    model = build_model(checkpoint.spec, checkpoint.state_dict)
+    state = GraphState(spec=checkpoint.spec, model=model, input_names=model.input_names)
+    records = []
+    for entry, graph_pass in torch_passes:
+        notes_before = len(state.notes)
+        state = graph_pass.run(state, workdir)
+        records.append({"name": entry.name, "stage": "torch", "params": dataclasses.asdict(entry.params), "notes": "; ".join(state.notes[notes_before:])})
+    return state, records
 
-    with ArtifactWriter(out_root, recipe.name, recipe.version, force=force) as writer, tempfile.TemporaryDirectory(prefix="rvc-compile-") as scratch:
-        workdir = Path(scratch)
+
+def _calibration_feeds(recipe: Any, spec: Any, calibration: Any, names: list[str], static: int | None) -> list[dict[str, np.ndarray]]:
+    """Calibration cases as graph feeds: seeded noise draws, host-side excitation, and cut or tiled to
+    the chunk length of a static graph."""
+    from .inputs import graph_feed
+
+    feeds = []
+    for index, case in enumerate(calibration.cases):
+        case = dict(case)
+        if static is not None:
+            repeat = -(-static // case["features"].shape[0])
+            case = {name: np.concatenate([array] * repeat)[:static] for name, array in case.items()}
+        frames = case["features"].shape[0]
+        draws = make_noise(f"seed:{1000 + index}", frames, inter_channels=spec.inter_channels, hop_length=spec.hop_length, has_f0=spec.f0)
+        arrays = {name: array[None] for name, array in case.items()}
+        arrays.update(speaker=np.array([recipe.golden.speaker], dtype=np.int64), **draws)
+        feeds.append(graph_feed(arrays, names, hop_length=spec.hop_length, sample_rate=spec.sampling_rate))
+    return feeds
+
+
+class _Build:
+    """One build: the stages in order, each through the cache."""
+
+    def __init__(self, recipe: Any, stages: Any, workdir: Path, log: Callable[[str], None]):
+        self.recipe, self.stages, self.workdir, self.log = recipe, stages, workdir, log
+        self.backend = get_backend(recipe.target.backend)
+        self.torch_passes, self.onnx_passes = _order_passes(recipe)
+        shapes = recipe.shapes
+        self.shapes = shapes
+        self.static = shapes.chunk_frames if shapes.mode == "static" else None
+        self.lengths = shapes.check_lengths()
+        self.threads = int(recipe.target.threads)
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        from .checkpoint import load_checkpoint
+
+        recipe = self.recipe
         checkpoint = load_checkpoint(recipe.source.checkpoint, config_path=recipe.source.config)
         if recipe.source.sha256 and recipe.source.sha256 != checkpoint.sha256:
             raise CheckpointError(f"{checkpoint.path}: sha256 {checkpoint.sha256} does not match the recipe's pin source.sha256 {recipe.source.sha256}")
-        spec = checkpoint.spec
-        log(f"loaded {checkpoint.path.name}: {spec.version} {spec.sample_rate_tag} f0={int(spec.f0)} ({checkpoint.layout})")
-        torch.set_num_threads(max(1, int(recipe.target.threads)))
-        reference = build_model(spec, checkpoint.state_dict)
+        self.checkpoint, self.spec = checkpoint, checkpoint.spec
+        self.reference = _Reference(checkpoint, self.threads)
+        spec = self.spec
+        self.log(f"loaded {checkpoint.path.name}: {spec.version} {spec.sample_rate_tag} f0={int(spec.f0)} ({checkpoint.layout})")
+        self.source_inputs = {"checkpoint": checkpoint.sha256}
+        if recipe.source.config is not None:
+            from .checkpoint import sha256_file
 
-        reference_outputs: dict[str, np.ndarray] = {}
+            self.source_inputs["config"] = sha256_file(Path(recipe.source.config))
 
-        def run_reference(inputs: dict[str, np.ndarray]) -> np.ndarray:
-            """The fp32 reference on user-level inputs (features, f0, speaker, prior_noise, source_noise).
+    def capture(self) -> None:
+        from .capture import export_onnx, multi_length_check
 
-            Every stage is checked on the same inputs, so each reference output is computed once."""
-            key = hashlib.sha256(b"".join(np.ascontiguousarray(inputs[name]).tobytes() for name in reference.input_names)).hexdigest()
-            if key not in reference_outputs:
-                ordered = [torch.from_numpy(inputs[name]) for name in reference.input_names]
-                with torch.inference_mode():
-                    reference_outputs[key] = reference(*ordered).numpy()
-            return reference_outputs[key]
+        recipe, spec, shapes = self.recipe, self.spec, self.shapes
 
-        model = build_model(spec, checkpoint.state_dict)
-        state = GraphState(spec=spec, model=model, input_names=model.input_names)
-        pass_records = []
-        def record(entry: Any, stage: str, notes_before: int) -> None:
-            pass_records.append({
-                "name": entry.name, "stage": stage, "params": dataclasses.asdict(entry.params),
-                "notes": "; ".join(state.notes[notes_before:]),
-            })
+        def produce(folder: Path) -> dict[str, Any]:
+            state, records = torch_graph(self.checkpoint, self.torch_passes, self.workdir)
+            for record in records:
+                self.log(f"pass {record['name']}: done")
+            path = export_onnx(
+                state.model, spec, state.input_names, folder / GRAPH_FILE, exporter=recipe.capture.exporter,
+                opset=recipe.capture.opset, min_frames=shapes.min_frames, max_frames=shapes.max_frames, static_frames=self.static,
+            )
+            speaker = int(state.fixed_inputs.get("speaker", recipe.golden.speaker))
+            checks = multi_length_check("capture", _ort_runner(path, self.threads), self.reference, spec, state.input_names, self.lengths, speaker=speaker)
+            self.log(f"capture ({recipe.capture.exporter}): checked at {self.lengths} frames")
+            return {"input_names": state.input_names, "fixed_inputs": state.fixed_inputs, "passes": records, "checks": checks}
 
-        for entry, graph_pass in torch_passes:
-            notes_before = len(state.notes)
-            state = graph_pass.run(state, workdir)
-            record(entry, "torch", notes_before)
-            log(f"pass {entry.name}: done")
-
-        shapes = recipe.shapes
-        static = shapes.chunk_frames if shapes.mode == "static" else None
-        lengths = shapes.check_lengths()
-        speaker = int(state.fixed_inputs.get("speaker", recipe.golden.speaker))
-        captured = export_onnx(
-            state.model, spec, state.input_names, workdir / "captured.onnx", exporter=recipe.capture.exporter,
-            opset=recipe.capture.opset, min_frames=shapes.min_frames, max_frames=shapes.max_frames, static_frames=static,
+        entry = self.stages.run(
+            "capture", produce, inputs=self.source_inputs,
+            params={"passes": _pass_params(self.torch_passes), "capture": recipe.capture, "frames": [shapes.min_frames, shapes.max_frames, self.static], "lengths": self.lengths, "speaker": recipe.golden.speaker},
+            libraries=CAPTURE_LIBRARIES,
         )
-        state.onnx_path = captured
-        checks = multi_length_check("capture", _ort_runner(captured, recipe.target.threads), run_reference, spec, state.input_names, lengths, speaker=speaker)
-        log(f"capture ({recipe.capture.exporter}): checked at {lengths} frames")
-        for entry, graph_pass in onnx_passes:
-            notes_before = len(state.notes)
-            state = graph_pass.run(state, workdir)
-            checks += multi_length_check(entry.name, _ort_runner(state.onnx_path, recipe.target.threads), run_reference, spec, state.input_names, lengths, speaker=speaker)
-            record(entry, "onnx", notes_before)
-            log(f"pass {entry.name}: checked at {lengths} frames")
+        self.input_names: list[str] = entry.meta["input_names"]
+        self.fixed_inputs: dict[str, Any] = entry.meta["fixed_inputs"]
+        self.pass_records: list[dict[str, Any]] = list(entry.meta["passes"])
+        self.checks: list[dict[str, Any]] = list(entry.meta["checks"])
+        self.speaker = int(self.fixed_inputs.get("speaker", recipe.golden.speaker))
+        self.graph_key, self.graph_entry = entry.key, entry
 
-        plan = _precision_plan(recipe, spec, state, static, cache_dir)
-        log(f"precision {plan.precision}: {len(plan.low_precision_layers)} of {len(plan.layers)} layers in {plan.precision}"
-            + (f", {len(plan.keep_fp32)} kept fp32" if plan.keep_fp32 else ""))
-        backend_section = backend.build(state.onnx_path, recipe.target, writer.dir, plan, shapes=shapes, workdir=workdir)
-        built_runner = backend.load(writer.dir, backend_section, threads=recipe.target.threads)
-        stage = f"backend {backend.NAME} {plan.precision}"
-        budget = dataclasses.asdict(recipe.accuracy) if plan.precision != "fp32" else None
-        checks += multi_length_check(stage, built_runner.run, run_reference, spec, state.input_names, lengths, speaker=speaker, budget=budget)
-        del built_runner
-        log(f"backend {backend.NAME}: built, checked at {lengths} frames")
+    def onnx_passes_stage(self) -> None:
+        from .capture import multi_length_check
+        from .passes import GraphState
 
-        golden_dir = writer.dir / "golden"
+        for entry_spec, graph_pass in self.onnx_passes:
+            source = self.graph_entry
+
+            def produce(folder: Path, source: Any = source, entry_spec: Any = entry_spec, graph_pass: Any = graph_pass) -> dict[str, Any]:
+                scratch = Path(tempfile.mkdtemp(dir=self.workdir))
+                state = GraphState(spec=self.spec, onnx_path=source.file(GRAPH_FILE), input_names=self.input_names, fixed_inputs=dict(self.fixed_inputs))
+                state = graph_pass.run(state, scratch)
+                shutil.copyfile(state.onnx_path, folder / GRAPH_FILE)  # never move the cached input away
+                checks = multi_length_check(entry_spec.name, _ort_runner(folder / GRAPH_FILE, self.threads), self.reference, self.spec, self.input_names, self.lengths, speaker=self.speaker)
+                self.log(f"pass {entry_spec.name}: checked at {self.lengths} frames")
+                record = {"name": entry_spec.name, "stage": "onnx", "params": dataclasses.asdict(entry_spec.params), "notes": "; ".join(state.notes)}
+                return {"record": record, "checks": checks}
+
+            entry = self.stages.run(
+                f"pass:{entry_spec.name}", produce, inputs={"graph": self.graph_key},
+                params={"params": entry_spec.params, "lengths": self.lengths, "speaker": self.speaker},
+                libraries=("onnx", "onnxslim", "onnxsim", "onnxruntime", "numpy"),
+            )
+            self.pass_records.append(entry.meta["record"])
+            self.checks += entry.meta["checks"]
+            self.graph_key, self.graph_entry = entry.key, entry
+
+    def precision_and_backend(self) -> None:
+        import onnx
+
+        from .cache import cpu_device
+        from .layers import resolve, weighted_layers
+
+        recipe, spec = self.recipe, self.spec
+        precision, policy = recipe.target.precision, recipe.precision_policy
+        graph = self.graph_entry.file(GRAPH_FILE)
+        layers = weighted_layers(onnx.load(str(graph), load_external_data=False))
+        keep = resolve(policy.keep_fp32, layers, "precision_policy.keep_fp32")
+        if precision != "fp32" and spec.f0 and "excitation" not in self.input_names:
+            raise RecipeError(
+                f"passes: a {precision} target needs the host_source pass for this pitch model (the NSF sine source's "
+                "phase accumulation must stay out of the low-precision graph)"
+            )
+        inputs = {"graph": self.graph_key}
+        calibration = None
+        if precision == "int8":
+            from .calibration import load_calibration
+
+            calibration = load_calibration(recipe.calibration, spec, cache_dir=self.stages.root, log=self.log)
+            inputs["calibration"] = calibration.sha256
+            self.log(f"calibration: {calibration.source} ({len(calibration.cases)} cases{', cached' if calibration.cache_hit else ''})")
+
+        def produce(folder: Path) -> dict[str, Any]:
+            from .precision import PrecisionPlan
+
+            feeds = _calibration_feeds(recipe, spec, calibration, self.input_names, self.static) if calibration is not None else []
+            plan = PrecisionPlan(
+                precision=precision, layers=layers, keep_fp32=keep, calibration=feeds,
+                calibration_method=policy.calibration_method, per_channel=policy.per_channel,
+            )
+            self.log(f"precision {precision}: {len(plan.low_precision_layers)} of {len(layers)} layers in {precision}" + (f", {len(keep)} kept fp32" if keep else ""))
+            meta: dict[str, Any] = {}
+            if policy.accuracy_aware:
+                plan, meta["accuracy_aware"] = self._accuracy_aware(plan, graph, feeds)
+            section = self.backend.build(graph, recipe.target, folder, plan, shapes=self.shapes, workdir=self.workdir)
+            checks = self._check_backend(folder, section, plan)
+            return {**meta, "section": section, "plan": plan.summary(), "checks": checks}
+
+        entry = self.stages.run(
+            f"backend:{self.backend.NAME}", produce, inputs=inputs,
+            params={"target": recipe.target, "policy": policy, "shapes": self.shapes, "lengths": self.lengths, "accuracy": recipe.accuracy, "speaker": self.speaker},
+            libraries=BACKEND_LIBRARIES.get(self.backend.NAME, ()), device=cpu_device(),
+        )
+        self.backend_section = entry.meta["section"]
+        self.plan_summary = entry.meta["plan"]
+        self.accuracy_aware = entry.meta.get("accuracy_aware")
+        self.checks += entry.meta["checks"]
+        self.backend_key, self.backend_entry = entry.key, entry
+
+    def _check_backend(self, folder: Path, section: dict[str, Any], plan: Any) -> list[dict[str, Any]]:
+        from .capture import multi_length_check
+
+        runner = self.backend.load(folder, section, threads=self.threads)
+        stage = f"backend {self.backend.NAME} {plan.precision}"
+        budget = dataclasses.asdict(self.recipe.accuracy) if plan.precision != "fp32" else None
+        checks = multi_length_check(stage, runner.run, self.reference, self.spec, self.input_names, self.lengths, speaker=self.speaker, budget=budget)
+        self.log(f"{stage}: checked at {self.lengths} frames")
+        return checks
+
+    def _accuracy_aware(self, plan: Any, graph: Path, feeds: list[dict[str, np.ndarray]]) -> tuple[Any, dict[str, Any]]:
+        """Quantize, and while the budget fails keep more of the most sensitive layers in fp32."""
+        from .capture import graph_inputs
+        from .quantize import Trial, search
+        from .sensitivity import layer_flops, layer_sensitivity
+
+        policy = self.recipe.precision_policy
+        trial_root = self.workdir / "accuracy-aware"
+        ranking_holder: dict[str, Any] = {}
+
+        def trial(extra: list[str]) -> Trial:
+            candidate = dataclasses.replace(plan, keep_fp32=[name for name in plan.layers if name in set(plan.keep_fp32) | set(extra)])
+            folder = trial_root / f"keep-{len(extra)}"
+            folder.mkdir(parents=True, exist_ok=True)
+            section = self.backend.build(graph, self.recipe.target, folder, candidate, shapes=self.shapes, workdir=self.workdir)
+            try:
+                checks = self._check_backend(folder, section, candidate)
+            except GateFailure as exc:
+                return Trial(extra, False, str(exc).split("(", 1)[-1].rstrip(")"))
+            return Trial(extra, True, None, checks)
+
+        first = trial([])
+        if first.passed:
+            self.log("accuracy-aware: every layer quantized passes the budget")
+            return plan, {"extra_fp32": [], "sensitivity": {}, "trials": [dataclasses.asdict(first)]}
+        self.log(f"accuracy-aware: all-int8 fails ({first.failure}); measuring per-layer sensitivity")
+        state, _ = torch_graph(self.checkpoint, self.torch_passes, self.workdir)
+        validation = [graph_inputs(self.spec, self.input_names, self.static or self.shapes.opt_frames, seed=500, speaker=self.speaker)]
+        sensitivity = layer_sensitivity(
+            state.model, self.input_names, feeds[:4], validation, self.spec.sampling_rate, per_channel=plan.per_channel,
+            layers=[name for name in plan.low_precision_layers],
+        )
+        flops = layer_flops(state.model, self.input_names, validation[0], seconds=validation[0]["features"].shape[1] / self.spec.frames_per_second)
+        ranking = sorted(sensitivity, key=lambda name: sensitivity[name]["snr_db"])
+        ranking_holder["ranking"] = ranking
+        result = search(ranking, lambda extra: first if not extra else trial(extra), max_layers=policy.max_fp32_layers, log=self.log)
+        kept = result.extra_fp32
+        self.log(f"accuracy-aware: {len(kept)} extra layer(s) kept fp32: {', '.join(kept[:6])}{' ...' if len(kept) > 6 else ''}")
+        final = dataclasses.replace(plan, keep_fp32=[name for name in plan.layers if name in set(plan.keep_fp32) | set(kept)])
+        layers = {
+            name: {**sensitivity[name], "gflop_per_second": round(flops.get(name, 0.0) / 1e9, 4), "precision": "fp32" if name in kept else plan.precision}
+            for name in ranking
+        }
+        return final, {"extra_fp32": kept, "sensitivity": layers, "trials": [dataclasses.asdict(t) for t in result.trials]}
+
+    def assemble(self, writer: Any) -> dict[str, Any]:
+        """Golden set, manifest, evaluation in a fresh runtime process, report: the artifact stage."""
+        recipe, spec = self.recipe, self.spec
+
+        def produce(folder: Path) -> dict[str, Any]:
+            from .recipe import recipe_sha256, recipe_to_dict
+            from .reference import flops_per_second, parameter_counts
+            from .report import write_report
+
+            from .build_stages import copy_files
+
+            copy_files(self.backend_entry, folder)
+            golden = self._golden(folder)
+            manifest = self._manifest(golden, recipe_to_dict(recipe), recipe_sha256(recipe))
+            self.log("measuring accuracy and latency in a fresh runtime process")
+            evaluation, samples = _evaluate_in_subprocess(folder, manifest, self.workdir)
+            flops = flops_per_second(spec, self.checkpoint.state_dict)
+            golden_dir = folder / "golden"
+            model_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_relative_to(golden_dir))
+            report = {
+                "artifact": {
+                    "name": recipe.name, "version": recipe.version, "backend": self.backend.NAME, "device": recipe.target.device,
+                    "precision": recipe.target.precision, "size_bytes": model_bytes, "created": manifest["created"],
+                },
+                "machine": {**cpu_info(), "threads": recipe.target.threads, "libraries": manifest["library_versions"]},
+                "source": {
+                    "checkpoint": self.checkpoint.path.name, "sha256": self.checkpoint.sha256, "version": spec.version,
+                    "sample_rate": spec.sampling_rate, "f0": spec.f0,
+                    "parameters": parameter_counts(self.checkpoint.state_dict)["total"],
+                    "gflop_per_second_of_audio": round(flops["total"] / 1e9, 3),
+                },
+                "accuracy": {**evaluation["accuracy"], "noise": recipe.golden.noise},
+                "latency": evaluation["latency"],
+                "multi_length_checks": self.checks,
+                "passes": self.pass_records,
+                "precision": {**self.plan_summary, "accuracy_aware": self.accuracy_aware},
+                "build_time_s": round(time.perf_counter() - self.started, 1),
+            }
+            failures = evaluation["accuracy"]["failures"] + evaluation["latency"]["failures"]
+            if failures:
+                raise GateFailure(f"{recipe.recipe_path}: build gates failed ({len(failures)}): {'; '.join(failures[:3])}")
+            golden_case = load_case(folder / golden[-1]["file"])
+            candidate = _candidate_output(folder, manifest, golden_case)
+            manifest["report"]["files"] = write_report(
+                folder, report, reference_audio=golden_case["reference"].reshape(-1), candidate_audio=candidate,
+                sample_rate=spec.sampling_rate, latency_samples=samples,
+            )
+            return {"manifest": manifest, "report": report}
+
+        from .cache import cpu_device
+
+        entry = self.stages.run(
+            "artifact", produce, inputs={"backend": self.backend_key},
+            params={"name": recipe.name, "version": recipe.version, "golden": recipe.golden, "accuracy": recipe.accuracy, "latency": recipe.latency, "target": recipe.target, "shapes": self.shapes},
+            libraries=LIBRARIES, device=cpu_device(),
+        )
+        from .build_stages import copy_files
+
+        copy_files(entry, writer.dir, exclude=(MANIFEST, MANIFEST_DIGEST))
+        return entry.meta
+
+    # -- artifact contents -----------------------------------------------------------------------
+
+    def _golden(self, folder: Path) -> list[dict[str, Any]]:
+        recipe, spec = self.recipe, self.spec
+        golden_dir = folder / "golden"
         golden_dir.mkdir()
         golden = []
         for index, seconds in enumerate(recipe.golden.seconds):
-            frames = _frames_for(seconds, spec, shapes)
+            frames = _frames_for(seconds, spec, self.shapes)
             case = example_case(spec.feature_dim, frames, seed=index)
             draws = make_noise(recipe.golden.noise, frames, inter_channels=spec.inter_channels, hop_length=spec.hop_length, has_f0=spec.f0)
             # User-level inputs: verify runs them through the runtime's whole path (host-side source included).
-            arrays = {"features": case["features"][None], "speaker": np.array([speaker], dtype=np.int64), **draws}
+            arrays = {"features": case["features"][None], "speaker": np.array([self.speaker], dtype=np.int64), **draws}
             if spec.f0:
                 arrays["f0"] = case["f0"][None]
-            arrays["reference"] = run_reference(arrays)
+            arrays["reference"] = self.reference(arrays)
             name = f"golden-{seconds:g}s"
             save_case(golden_dir / f"{name}.npz", arrays)
-            golden.append({"name": name, "file": f"golden/{name}.npz", "frames": frames, "seconds": frames / spec.frames_per_second, "speaker": speaker, "noise": recipe.golden.noise})
+            golden.append({"name": name, "file": f"golden/{name}.npz", "frames": frames, "seconds": frames / spec.frames_per_second, "speaker": self.speaker, "noise": recipe.golden.noise})
+        return golden
 
-        manifest = {
+    def _manifest(self, golden: list[dict[str, Any]], resolved_recipe: dict[str, Any], recipe_digest: str) -> dict[str, Any]:
+        recipe, spec, shapes, static = self.recipe, self.spec, self.shapes, self.static
+        checkpoint = self.checkpoint
+        return {
             "name": recipe.name,
             "version": recipe.version,
             "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -242,11 +449,11 @@ def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, cach
                 "stored_dtype": checkpoint.stored_dtype,
                 **spec.to_dict(),
             },
-            "recipe": recipe_to_dict(recipe),
-            "recipe_sha256": recipe_sha256(recipe),
+            "recipe": resolved_recipe,
+            "recipe_sha256": recipe_digest,
             "target": dataclasses.asdict(recipe.target),
-            "backend": backend_section,
-            "precision": plan.summary(),
+            "backend": self.backend_section,
+            "precision": self.plan_summary,
             "model": {
                 "sample_rate": spec.sampling_rate,
                 "hop_length": spec.hop_length,
@@ -254,12 +461,12 @@ def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, cach
                 "f0": spec.f0,
                 "inter_channels": spec.inter_channels,
                 "n_speakers": spec.n_speakers,
-                "fixed_speaker": state.fixed_inputs.get("speaker"),
-                "host_source": "excitation" in state.input_names,
+                "fixed_speaker": self.fixed_inputs.get("speaker"),
+                "host_source": "excitation" in self.input_names,
                 "frames": {"min": static or shapes.min_frames, "opt": static or shapes.opt_frames, "max": static or shapes.max_frames, "static": static is not None},
             },
-            "signature": _signature(spec, state.input_names),
-            "passes": pass_records,
+            "signature": _signature(spec, self.input_names),
+            "passes": self.pass_records,
             "golden": golden,
             "accuracy_budget": dataclasses.asdict(recipe.accuracy),
             "latency": {
@@ -271,41 +478,45 @@ def build(recipe: Any, *, out_dir: Path | None = None, force: bool = False, cach
             "report": {"json": "report.json", "markdown": "report.md"},
         }
 
-        log("measuring accuracy and latency in a fresh runtime process")
-        evaluation, samples = _evaluate_in_subprocess(writer.dir, manifest, workdir)
-        flops = flops_per_second(spec, checkpoint.state_dict)
-        model_bytes = sum(p.stat().st_size for p in writer.dir.rglob("*") if p.is_file() and not p.is_relative_to(golden_dir))
-        report = {
-            "artifact": {
-                "name": recipe.name, "version": recipe.version, "backend": backend.NAME, "device": recipe.target.device,
-                "precision": recipe.target.precision, "size_bytes": model_bytes, "created": manifest["created"],
-            },
-            "machine": {**cpu_info(), "threads": recipe.target.threads, "libraries": manifest["library_versions"]},
-            "source": {
-                "checkpoint": checkpoint.path.name, "sha256": checkpoint.sha256, "version": spec.version,
-                "sample_rate": spec.sampling_rate, "f0": spec.f0,
-                "parameters": parameter_counts(checkpoint.state_dict)["total"],
-                "gflop_per_second_of_audio": round(flops["total"] / 1e9, 3),
-            },
-            "accuracy": {**evaluation["accuracy"], "noise": recipe.golden.noise},
-            "latency": evaluation["latency"],
-            "multi_length_checks": checks,
-            "passes": pass_records,
-            "precision": plan.summary(),
-            "build_time_s": round(time.perf_counter() - started, 1),
-        }
-        failures = evaluation["accuracy"]["failures"] + evaluation["latency"]["failures"]
-        if failures:
-            raise GateFailure(f"{recipe.recipe_path}: build gates failed ({len(failures)}): {'; '.join(failures[:3])}")
-        golden_case = load_case(writer.dir / golden[-1]["file"])
-        candidate = _candidate_output(writer.dir, manifest, golden_case)
-        manifest["report"]["files"] = write_report(
-            writer.dir, report, reference_audio=golden_case["reference"].reshape(-1), candidate_audio=candidate,
-            sample_rate=spec.sampling_rate, latency_samples=samples,
-        )
-        path = writer.commit(manifest)
-    log(f"built {path} in {time.perf_counter() - started:.1f} s")
-    return BuildResult(path=path, report=report)
+
+def build(
+    recipe: Any,
+    *,
+    out_dir: Path | None = None,
+    force: bool = False,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    log: Callable[[str], None] = print,
+) -> BuildResult:
+    """Build ``recipe`` (a loaded ``recipe.Recipe``) into an artifact folder; return its path and report.
+
+    ``cache_dir``: the build cache (None: ``$RVC_COMPILE_CACHE`` or the user cache folder, see
+    ``cache.resolve_cache_dir``); ``use_cache=False`` builds every stage afresh in a throwaway cache.
+    """
+    from .build_stages import StageRunner
+
+    started = time.perf_counter()
+    backend = get_backend(recipe.target.backend)
+    backend.check_target(recipe.target)
+    _order_passes(recipe)
+    out_root = Path(out_dir) if out_dir is not None else Path(recipe.output_dir)
+
+    with ArtifactWriter(out_root, recipe.name, recipe.version, force=force) as writer, \
+            tempfile.TemporaryDirectory(prefix="rvc-compile-") as scratch, \
+            StageRunner(cache_dir, use_cache=use_cache, log=log) as stages:
+        run = _Build(recipe, stages, Path(scratch), log)
+        run.started = started
+        run.load()
+        run.capture()
+        run.onnx_passes_stage()
+        run.precision_and_backend()
+        meta = run.assemble(writer)
+        path = writer.commit(meta["manifest"])
+        cache_records = list(stages.records)
+    hits = sum(record["hit"] for record in cache_records)
+    log(f"built {path} in {time.perf_counter() - started:.1f} s ({hits} of {len(cache_records)} stages from the cache)")
+    report = {**meta["report"], "cache": cache_records}
+    return BuildResult(path=path, report=report, cache=cache_records)
 
 
 def _evaluate_in_subprocess(artifact_dir: Path, manifest: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], dict[str, list[float]]]:

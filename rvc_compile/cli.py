@@ -88,8 +88,9 @@ _CACHE_DIR_HELP = "Build cache folder (default: $RVC_COMPILE_CACHE, else the use
 @click.option("--force", is_flag=True, help="Overwrite an existing artifact version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON (the artifact path stays the last line).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help=_CACHE_DIR_HELP)
+@click.option("--no-cache", is_flag=True, help="Build every stage afresh (a throwaway cache); the shared cache is neither read nor written.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Build the recipes on N worker processes; a failed recipe does not stop the others.")
-def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str, ...], force: bool, as_json: bool, cache_dir: Path | None, jobs: int | None) -> None:
+def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str, ...], force: bool, as_json: bool, cache_dir: Path | None, no_cache: bool, jobs: int | None) -> None:
     """Build RECIPE.yaml into a verified artifact; prints the artifact path last.
 
     With several recipes (or --jobs), every recipe is built in its own process, a result table goes to
@@ -101,7 +102,7 @@ def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str,
         from .recipe import load_recipe
 
         recipe = load_recipe(recipes[0], list(overrides))
-        result = run_build(recipe, out_dir=out_dir, force=force, cache_dir=cache_dir, log=lambda message: click.echo(message, err=True))
+        result = run_build(recipe, out_dir=out_dir, force=force, cache_dir=cache_dir, use_cache=not no_cache, log=lambda message: click.echo(message, err=True))
         if as_json:
             click.echo(json.dumps(result.report, indent=2, default=str))
         click.echo(str(result.path))
@@ -112,7 +113,7 @@ def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str,
     def announce(result: Any) -> None:
         click.echo(f"{result.recipe}: {result.status}" + (f" ({result.error})" if result.error else ""), err=True)
 
-    results = build_recipes(list(recipes), jobs=jobs or 1, out_dir=out_dir, overrides=overrides, force=force, cache_dir=cache_dir, on_result=announce)
+    results = build_recipes(list(recipes), jobs=jobs or 1, out_dir=out_dir, overrides=overrides, force=force, cache_dir=cache_dir, use_cache=not no_cache, on_result=announce)
     click.echo(format_results(results), err=True)
     if as_json:
         click.echo(json.dumps([result.to_dict() for result in results], indent=2, default=str))

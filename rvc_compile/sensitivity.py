@@ -104,3 +104,27 @@ def layer_sensitivity(
         if progress:
             progress(index + 1, len(modules))
     return result
+
+
+def layer_flops(model: Any, names: list[str], feed: dict[str, np.ndarray], *, seconds: float) -> dict[str, float]:
+    """FLOPs (2 per multiply-add) per second of audio of every Conv1d / Linear, measured on ``feed``."""
+    import torch
+    from torch import nn
+
+    flops: dict[str, float] = {}
+    hooks = []
+    for name, module in quantizable_layers(model).items():
+        def hook(module: Any, args: Any, output: Any, name: str = name) -> None:
+            if isinstance(module, nn.Conv1d):
+                per_output = module.in_channels // module.groups * module.kernel_size[0]
+            else:
+                per_output = module.in_features
+            flops[name] = flops.get(name, 0.0) + 2.0 * output.numel() * per_output / seconds
+        hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            model(*[torch.from_numpy(feed[n]) for n in names])
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return flops

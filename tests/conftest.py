@@ -12,6 +12,21 @@ import pytest
 from rvc_compile.synthetic import make_checkpoint
 
 
+@pytest.fixture(autouse=True, scope="session")
+def isolated_build_cache(tmp_path_factory):
+    """Builds in tests (and the CLI subprocesses they start) use a session-private build cache, never
+    the user's: tests must not depend on, or leave entries in, ~/.cache/rvc-compile."""
+    import os
+
+    previous = os.environ.get("RVC_COMPILE_CACHE")
+    os.environ["RVC_COMPILE_CACHE"] = str(tmp_path_factory.mktemp("build-cache"))
+    yield Path(os.environ["RVC_COMPILE_CACHE"])
+    if previous is None:
+        os.environ.pop("RVC_COMPILE_CACHE", None)
+    else:
+        os.environ["RVC_COMPILE_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def checkpoint_factory(tmp_path_factory) -> Callable[..., Path]:
     """``factory(version="v2", sample_rate="40k", f0=True, **options)`` -> a cached small checkpoint."""

@@ -182,8 +182,13 @@ def test_unavailable_backend_and_precision_are_recipe_errors(tmp_path, small_che
     recipe_path = write_recipe(tmp_path, small_checkpoint)
     with pytest.raises(RecipeError, match="target.backend"):
         build(load_recipe(recipe_path, ["target.backend=tensorrt"]), log=lambda message: None)
-    with pytest.raises(RecipeError, match="target.precision"):
-        build(load_recipe(recipe_path, ["target.precision=int8"]), log=lambda message: None)
+    with pytest.raises(RecipeError, match="target.precision.*no bf16 kernels"):
+        build(load_recipe(recipe_path, ["target.precision=bf16"]), log=lambda message: None)
+    with pytest.raises(RecipeError, match="target.precision.*no fp16 compute"):
+        build(load_recipe(recipe_path, ["target.backend=openvino", "target.precision=fp16"]), log=lambda message: None)
+    with pytest.raises(RecipeError, match="calibration.source: int8 needs calibration data"):
+        load_recipe(recipe_path, ["target.precision=int8"])
+    assert not (tmp_path / "artifacts" / "voice").exists()
 
 
 def test_torch_pass_after_onnx_pass_is_refused(tmp_path, small_checkpoint):
