@@ -241,6 +241,30 @@ def _profile_tables(profile: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _profile_comparison(reference: dict[str, Any], artifact: dict[str, Any], floor: dict[str, Any] | None) -> list[str]:
+    """Module by module: eager against the fastest artifact, and how far each runs from the fp32 peak."""
+    if "error" in reference or "error" in artifact:
+        return []
+    peak = ((floor or {}).get("fp32") or {}).get("gops")
+    eager = {row["module"]: row for row in reference["by_module"]}
+    compiled = {row["module"]: row for row in artifact["by_module"]}
+    lines = ["| module | eager ms | artifact ms | speed-up | eager GOP/s | artifact GOP/s |" + (" artifact % of fp32 peak |" if peak else ""),
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if peak else "")]
+    for module in [m for m in eager if m in compiled]:
+        a, b = eager[module], compiled[module]
+        speedup = a["ms"] / b["ms"] if b["ms"] > 0 else None
+        row = (f"| {module} | {a['ms']:.1f} | {b['ms']:.1f} | {_f(speedup)}x | {_f(a.get('achieved_gops'), '.1f')} | "
+               f"{_f(b.get('achieved_gops'), '.1f')} |")
+        if peak:
+            row += f" {_f(100 * b['achieved_gops'] / peak if b.get('achieved_gops') else None, '.0f')} |"
+        lines.append(row)
+    heaviest = max(reference["by_module"], key=lambda row: row["ms"])
+    decoder = sum(row["ms"] for row in reference["by_module"] if row["module"].startswith("dec")) / reference["total_ms"]
+    lines += ["", f"In the eager reference the decoder takes {100 * decoder:.0f} % of the time; the heaviest group is "
+              f"{heaviest['module']} ({100 * heaviest['share']:.0f} %)."]
+    return lines
+
+
 def _changes_table(bench: dict[str, Any]) -> list[str]:
     """Pairs of sources that differ in exactly one thing (backend, precision or pass list): what that change did."""
     rows = _rows_at(bench, TARGET_SECONDS)
@@ -406,6 +430,10 @@ def render(results: Path, doc: Path) -> Path:
     if profiles.get("best_artifact"):
         lines += [f"### Fastest artifact at {TARGET_SECONDS:g} s: {profiles['best_artifact']['label']}", "",
                   *_profile_tables(profiles["best_artifact"]), ""]
+    if profiles.get("reference") and profiles.get("best_artifact"):
+        comparison = _profile_comparison(profiles["reference"], profiles["best_artifact"], floor)
+        if comparison:
+            lines += ["### Module by module", "", *comparison, ""]
     lines += [
         "## What each optimization changed",
         "",

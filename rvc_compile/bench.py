@@ -379,6 +379,9 @@ def _common_model(workers: list[Worker], settings: BenchSettings) -> tuple[dict[
     speaker = next(iter(fixed.values())) if fixed else (settings.speaker or 0)
     if settings.speaker is not None and settings.speaker != speaker:
         raise InputError(f"--speaker {settings.speaker}: {next(iter(fixed))} is built for speaker {speaker} only")
+    n_speakers = min(int(w.info["n_speakers"]) for w in workers)
+    if not 0 <= speaker < n_speakers:
+        raise InputError(f"--speaker {speaker}: out of range (the model has {n_speakers} speakers)")
     return {k: first[k] for k in keys}, int(speaker)
 
 
@@ -448,7 +451,7 @@ def _artifact_report(spec: SourceSpec) -> dict[str, Any] | None:
 
     return {
         "accuracy_passed": report.get("accuracy", {}).get("passed"),
-        "min_snr_db": min(finite) if finite else (None if cases else None),
+        "min_snr_db": min(finite) if finite else None,  # None with snr_exact: every case matched exactly
         "snr_exact": bool(cases) and not finite,
         "max_log_mel_db": worst("log_mel_db"),
         "max_mrstft": worst("mrstft"),

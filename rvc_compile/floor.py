@@ -10,7 +10,8 @@ The peak is measured, not taken from a data sheet, with every implementation tha
 torch (oneDNN) and OpenVINO for fp32 and bf16; for int8 torch's ``_int_mm`` (s8 x s8 -> s32),
 ONNX Runtime's ``MatMulInteger`` (u8 x s8 -> s32) and an OpenVINO FakeQuantize -> MatMul that its CPU
 plugin runs as an int8 ``FullyConnected`` (the path int8 artifacts take). The best one is the peak; the
-others are recorded beside it. torch and numpy are imported inside the functions that need them.
+others are recorded beside it. torch, onnxruntime and openvino are imported inside the functions
+that need them.
 """
 
 from __future__ import annotations

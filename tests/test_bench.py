@@ -108,13 +108,14 @@ def test_a_folder_that_is_no_artifact_is_refused(tmp_path):
         parse_source(f"artifact:{tmp_path}")
 
 
-def test_cli_bad_source_exits_2_with_one_line(tmp_path):
+def test_cli_bad_source_exits_2_with_one_line(tmp_path, checkpoint):
     assert_user_error(run_cli("bench", tmp_path / "nope.pth", "--no-floor"), "nope.pth", "no such checkpoint")
     assert_user_error(run_cli("bench", "tensorrt:x.pth", "--no-floor"), "unknown source kind")
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not a checkpoint at all")
     assert_user_error(run_cli("bench", broken, "--seconds", "0.1", "--no-floor"), "broken.pth")
     assert_user_error(run_cli("bench", broken, "--seconds", "0,x"), "--seconds")
+    assert_user_error(run_cli("bench", checkpoint, "--speaker", "99", "--no-floor"), "--speaker 99", "out of range")
 
 
 # -- the naive baseline ----------------------------------------------------------------------------
