@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench bench-quick clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The benchmark suite behind docs/PERFORMANCE.md: builds every recipe in recipes/ against the full-size
+# demo checkpoint, benchmarks them against the baselines and the floor (~20 min on 2 cores).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+# The same pipeline on a small model in a few minutes; writes out/bench-quick/, never docs/.
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --quick
 
 clean:
 	rm -rf out .pytest_cache

@@ -229,6 +229,48 @@ def cache_clear(cache_dir: Path | None) -> None:
     click.echo(format_prune(Store.open(cache_dir).clear()))
 
 
+def _seconds_list(text: str) -> tuple[float, ...]:
+    from .errors import InputError
+
+    try:
+        values = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(f"--seconds: {text!r} is not a comma-separated list of seconds (e.g. 0.5,2,10)") from None
+    if not values or any(not v > 0 for v in values):
+        raise InputError(f"--seconds: {text!r} must list positive lengths in seconds")
+    return values
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--seconds", "seconds_text", default="0.5,2,10", show_default=True, help="Audio lengths to time, comma-separated.")
+@click.option("--chunk", "chunk_seconds", type=float, help="Streaming mode: time consecutive chunks of this many seconds instead.")
+@click.option("--stream-seconds", default=2.0, show_default=True, type=float, help="Audio split into chunks in streaming mode.")
+@click.option("--threads", default=2, show_default=True, type=int)
+@click.option("--repeat", default=10, show_default=True, type=int, help="Timed runs per length up to 2 s (fewer, at least 3, for longer lengths).")
+@click.option("--warmup", default=1, show_default=True, type=int, help="Untimed runs per source and length first.")
+@click.option("--speaker", type=int, help="Speaker id (default: the one artifacts are built for, else 0).")
+@click.option("--no-floor", is_flag=True, help="Skip measuring the machine's peak fp32/bf16/int8 rates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of the table.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON result to this file.")
+def bench(sources: tuple[str, ...], seconds_text: str, chunk_seconds: float | None, stream_seconds: float, threads: int, repeat: int,
+          warmup: int, speaker: int | None, no_floor: bool, as_json: bool, output: Path | None) -> None:
+    """Time SOURCEs on identical inputs, interleaved: checkpoints, artifacts, eager-bf16:CKPT, naive-onnx:CKPT.
+
+    A checkpoint runs the eager fp32 PyTorch reference; the first SOURCE is the speed-up baseline.
+    """
+    from .bench import BenchSettings, format_table, run_bench, write_json
+
+    settings = BenchSettings(
+        seconds=_seconds_list(seconds_text), chunk_seconds=chunk_seconds, stream_seconds=stream_seconds, threads=threads,
+        repeat=repeat, warmup=warmup, speaker=speaker, floor=not no_floor,
+    )
+    result = run_bench(list(sources), settings, log=lambda message: click.echo(message, err=True))
+    if output is not None:
+        write_json(result, output)
+    click.echo(json.dumps(result, indent=2, allow_nan=False) if as_json else format_table(result))
+
+
 @cli.group()
 def recipe() -> None:
     """Recipe tools."""
