@@ -414,6 +414,15 @@ class _Build:
 
     # -- artifact contents -----------------------------------------------------------------------
 
+    def _window(self) -> dict[str, int] | None:
+        """The runtime's windows for long inputs: only where slicing the inputs is exact, i.e. the NSF
+        source is computed on the host (or there is none); otherwise the phase would restart per window."""
+        window = self.shapes.window()
+        if window is None or (self.spec.f0 and "excitation" not in self.input_names):
+            return None
+        frames, context, crossfade = window
+        return {"frames": frames, "context": context, "crossfade": crossfade}
+
     def _golden(self, folder: Path) -> list[dict[str, Any]]:
         recipe, spec = self.recipe, self.spec
         golden_dir = folder / "golden"
@@ -464,6 +473,7 @@ class _Build:
                 "fixed_speaker": self.fixed_inputs.get("speaker"),
                 "host_source": "excitation" in self.input_names,
                 "frames": {"min": static or shapes.min_frames, "opt": static or shapes.opt_frames, "max": static or shapes.max_frames, "static": static is not None},
+                "window": self._window(),
             },
             "signature": _signature(spec, self.input_names),
             "passes": self.pass_records,

@@ -44,7 +44,18 @@ def golden_accuracy(voice: Any, artifact_dir: Path, manifest: dict[str, Any], bu
 
 
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in MB.
+
+    Linux's VmHWM is this process's own high-water mark; ``ru_maxrss`` would carry over the peak of the
+    parent that forked it (the build), so it is only the fallback elsewhere (where it reports KiB).
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -55,7 +66,8 @@ def measure_latency(
     cases, samples = [], {}
     for seconds in seconds_list:
         frames = max(int(round(seconds * voice.sample_rate / voice.hop_length)), voice.min_frames)
-        frames = min(frames, voice.max_frames)
+        if voice.max_frames is not None:
+            frames = min(frames, voice.max_frames)
         case = example_case(voice.feature_dim, frames, seed=7)
         f0 = case["f0"] if voice.has_f0 else None
         speaker = voice.fixed_speaker or 0

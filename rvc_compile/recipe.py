@@ -59,6 +59,21 @@ class Shapes:
     max_frames: int = 3000
     chunk_frames: Optional[int] = None  # static mode: the streaming chunk length
     check_frames: list[int] = field(default_factory=list)  # extra lengths for the multi-length checks
+    # Dynamic mode: inputs longer than this run in overlapped windows of this many frames (cost linear in
+    # the length, memory bounded by the window); null: min(max_frames, 1000).
+    window_frames: Optional[int] = None
+    window_context: int = 8  # frames each window sees on each side but does not keep
+    window_crossfade: int = 4  # frames over which adjacent windows blend
+
+    def window(self) -> Optional[tuple[int, int, int]]:
+        """(frames, context, crossfade) of the runtime's windows, or None: a static graph, or a default
+        window (max_frames) too short to keep half of itself after the context and crossfade."""
+        if self.mode == "static":
+            return None
+        frames = self.window_frames if self.window_frames is not None else min(self.max_frames, 1000)
+        if self.window_frames is None and not _window_fits(frames, self.window_context, self.window_crossfade):
+            return None
+        return frames, self.window_context, self.window_crossfade
 
     def check_lengths(self) -> list[int]:
         """The lengths every graph is checked at: at least three, including min and max (dynamic)."""
@@ -68,6 +83,10 @@ class Shapes:
         if len(lengths) < 3:
             lengths.add((self.min_frames + self.max_frames) // 2 + 1)
         return sorted(n for n in lengths if self.min_frames <= n <= self.max_frames)
+
+
+def _window_fits(frames: int, context: int, crossfade: int) -> bool:
+    return context >= 0 and crossfade >= 0 and frames - 2 * context - crossfade >= max(1, frames // 2)
 
 
 @dataclass
@@ -447,6 +466,14 @@ def _validate(recipe: Recipe, located: _Located) -> None:
             raise located.error(("shapes", "check_frames"), f"{outside} outside min_frames..max_frames")
         if shapes.chunk_frames is not None:
             raise located.error(("shapes", "chunk_frames"), "only for mode: static")
+        if shapes.window_context < 0 or shapes.window_crossfade < 0:
+            raise located.error(("shapes",), "window_context and window_crossfade must be 0 or more")
+        if shapes.window_frames is not None:
+            frames = shapes.window_frames
+            if not shapes.min_frames <= frames <= shapes.max_frames:
+                raise located.error(("shapes", "window_frames"), f"{frames} outside min_frames..max_frames")
+            if not _window_fits(frames, shapes.window_context, shapes.window_crossfade):
+                raise located.error(("shapes", "window_frames"), f"window_context {shapes.window_context} x 2 + window_crossfade {shapes.window_crossfade} must leave at least half of the {frames} frames to keep")
     else:
         if shapes.chunk_frames is None or shapes.chunk_frames < 1:
             raise located.error(("shapes", "chunk_frames"), "static mode needs a positive chunk_frames")

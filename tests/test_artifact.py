@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rvc_compile.artifact import MANIFEST, MANIFEST_DIGEST, ArtifactWriter, check_integrity, read_manifest, verify_or_raise
+from rvc_compile.artifact import FORMAT_VERSION, MANIFEST, MANIFEST_DIGEST, ArtifactWriter, check_integrity, read_manifest, verify_or_raise
 from rvc_compile.errors import ArtifactError
 
 MINIMAL = {
@@ -28,7 +28,7 @@ def test_commit_writes_hashed_manifest_and_leaves_no_temporary_folder(tmp_path):
     path = make_artifact(tmp_path)
     assert path == tmp_path / "voice" / "1.0.0"
     manifest = read_manifest(path)
-    assert manifest["format_version"] == 1 and manifest["name"] == "voice" and manifest["version"] == "1.0.0"
+    assert manifest["format_version"] == FORMAT_VERSION and manifest["name"] == "voice" and manifest["version"] == "1.0.0"
     assert set(manifest["files"]) == {"model.onnx", "golden/case.npz"}
     assert manifest["files"]["model.onnx"]["size"] == 5
     assert (path / MANIFEST_DIGEST).exists()

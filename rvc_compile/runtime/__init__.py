@@ -15,8 +15,9 @@ import numpy as np
 
 from ..artifact import verify_or_raise
 from ..backends import get_backend
-from ..errors import InputError
+from ..errors import ArtifactError, InputError
 from ..inputs import NoiseSpec, graph_feed, make_noise, validate_inputs
+from .windows import WindowPlan, run_windowed
 
 
 class CompiledVoice:
@@ -36,7 +37,15 @@ class CompiledVoice:
         self.n_speakers: int = int(model["n_speakers"])
         self.fixed_speaker: int | None = model.get("fixed_speaker")
         self.min_frames: int = int(model["frames"]["min"])
-        self.max_frames: int = int(model["frames"]["max"])
+        window = model.get("window")
+        try:
+            self.window: WindowPlan | None = WindowPlan(**window) if window else None
+            if self.window is not None:
+                self.window.validate()
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(f"{path}: manifest.json: unusable model.window {window!r} ({exc})") from None
+        # With windows, any length runs (each graph call is at most a window); without, the graph's range.
+        self.max_frames: int | None = None if self.window else int(model["frames"]["max"])
         self.input_names: list[str] = [item["name"] for item in manifest["signature"]["inputs"]]
         self._lock = threading.Lock()
 
@@ -68,6 +77,8 @@ class CompiledVoice:
         ``labels`` optionally maps ``features``/``f0`` to the files they came from, for error messages.
         """
         inputs = self.graph_inputs(features, f0, speaker, noise, labels)
+        if self.window is not None:
+            return run_windowed(self.runner.run, inputs, self.window, self.hop_length)
         return np.asarray(self.runner.run(inputs), dtype=np.float32).reshape(-1)
 
     def run_graph(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
