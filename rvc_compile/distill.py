@@ -45,7 +45,7 @@ class DistillConfig:
     steps: int = 300  # 0: no fine-tuning
     learning_rate: float = 1e-4  # Adam; cosine decay to a tenth over the steps
     segment_frames: int = 32  # training crop length (100 frames per second)
-    batch: int = 2
+    batch: int = 1
     seed: int = 0
     speaker: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available

@@ -379,8 +379,14 @@ def test_prune_recipe_paths_are_relative_to_the_recipe_and_the_schema_lists_ever
     schema = prune_recipe_json_schema()
     assert set(schema["required"]) == {"name", "source", "output"}
     assert {"pruning", "distillation", "calibration"} <= set(schema["properties"])
-    shipped = load_prune_recipe(Path(__file__).resolve().parent.parent / "recipes" / "prune-demo.yaml")
-    assert shipped.pruning.decoder == 0.5
+    import yaml
+
+    from test_recipe import _validate
+
+    shipped_path = Path(__file__).resolve().parent.parent / "recipes" / "prune" / "prune-demo.yaml"
+    assert load_prune_recipe(shipped_path).pruning.decoder == 0.5
+    assert _validate(yaml.safe_load(shipped_path.read_text()), schema) is None
+    assert _validate({**yaml.safe_load(shipped_path.read_text()), "pruning": {"decoder": 0.5, "ratio": 1}}, schema) is not None
 
 
 @pytest.mark.slow
