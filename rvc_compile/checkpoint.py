@@ -6,6 +6,10 @@ Two layouts exist in the wild:
 - the training checkpoint ``G_*.pth``: ``{"model", "iteration", "optimizer", "learning_rate"}`` with
   ``enc_q`` still present and no config (given as RVC's JSON config, or inferred from weight shapes).
 
+and one of our own: the pruned checkpoint ``rvc-compile prune`` writes (``format:
+"rvc-compile-pruned"``, docs/PRUNING.md): the small-model layout plus a versioned header and the
+channel map that the official config cannot express. It loads, and is validated, like the others.
+
 A checkpoint is data, never code: only ``torch.load(weights_only=True)`` touches it, after the zip
 container has been checked for sizes that would exhaust memory.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import pickle
 import warnings
 import zipfile
@@ -23,12 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError
-from .spec import FEATURE_DIM, SAMPLE_RATE_TAGS, ModelSpec, from_config_list, official_config
+from .spec import FEATURE_DIM, SAMPLE_RATE_TAGS, ModelSpec, from_config_list, official_config, with_channels
 
 # Far above any RVC checkpoint (a v2 training checkpoint with optimizer state is ~0.5 GB).
 MAX_UNPACKED_BYTES = 4 * 1024**3
 # torch.save stores members uncompressed; a high ratio means a crafted archive.
 MAX_COMPRESSION_RATIO = 50
+PRUNED_FORMAT = "rvc-compile-pruned"
+PRUNED_FORMAT_VERSION = 1  # bump on any change a version-1 reader would misread
 WEIGHT_NORM_SUFFIXES = {
     "weight_g": "g",
     "weight_v": "v",
@@ -49,6 +56,8 @@ class Checkpoint:
     stored_dtype: str
     info: str | None = None
     weight_norm_style: str | None = None  # "weight_g/weight_v", "parametrizations", or None (folded)
+    pruning: dict[str, Any] | None = None  # pruned checkpoints: what was removed, from which source
+    distillation: dict[str, Any] | None = None  # pruned checkpoints: how it was fine-tuned, if it was
 
 
 def sha256_file(path: Path) -> str:
@@ -231,9 +240,12 @@ def load_checkpoint(
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not an RVC checkpoint (top level is {type(data).__name__}, not a dict)")
 
+    pruned = "format" in data
+    if pruned:
+        _check_pruned_header(data, path)
     info = None
     if "weight" in data and "config" in data:
-        layout, raw_weights = "small-model", data["weight"]
+        layout, raw_weights = ("pruned" if pruned else "small-model"), data["weight"]
         info = str(data.get("info")) if data.get("info") is not None else None
     elif "model" in data and isinstance(data["model"], dict):
         layout, raw_weights = "training", data["model"]
@@ -253,7 +265,7 @@ def load_checkpoint(
     weights, wn_style = _fold_weight_norm(weights, path)
     weights_version, weights_f0 = _weights_version_and_f0(weights, path)
 
-    if layout == "small-model":
+    if layout in ("small-model", "pruned"):
         version = data.get("version", "v1")  # RVC wrote no version before v2 existed
         if version not in FEATURE_DIM:
             raise CheckpointError(f"{path}: unknown version {version!r} (expected 'v1' or 'v2')")
@@ -279,8 +291,10 @@ def load_checkpoint(
 
     n_speakers = int(_shape(weights, "emb_g.weight", path)[0])  # RVC's loader takes the count from the weight
     spec = from_config_list(config, version=version, f0=f0, source=str(path), n_speakers=n_speakers)
+    if pruned:
+        spec = with_channels(spec, data.get("channels"), source=str(path))
     try:
-        _validate_weights(weights, expected_shapes(spec), path)
+        _validate_weights(weights, expected_shapes(spec), path, implied_by="config and channel map" if pruned else "config")
     except CheckpointError as exc:
         if layout != "training" or config_path is not None:
             raise
@@ -296,10 +310,78 @@ def load_checkpoint(
         stored_dtype="+".join(stored),
         info=info,
         weight_norm_style=wn_style,
+        pruning=data.get("pruning") if pruned else None,
+        distillation=data.get("distillation") if pruned else None,
     )
 
 
-def _validate_weights(weights: dict[str, Any], expected: dict[str, tuple[int, ...]], path: Path) -> None:
+def _check_pruned_header(data: dict[str, Any], path: Path) -> None:
+    if data.get("format") != PRUNED_FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {data.get('format')!r} (expected {PRUNED_FORMAT!r} or an RVC checkpoint)")
+    version = data.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path}: {PRUNED_FORMAT} format_version {version!r} is not a positive integer")
+    if version > PRUNED_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: {PRUNED_FORMAT} format_version {version} is newer than this rvc-compile reads ({PRUNED_FORMAT_VERSION}); upgrade rvc-compile")
+    for key in ("weight", "config", "channels"):
+        if key not in data:
+            raise CheckpointError(f"{path}: {PRUNED_FORMAT} checkpoint has no {key!r} entry")
+    for key in ("pruning", "distillation"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise CheckpointError(f"{path}: {PRUNED_FORMAT} entry {key!r} must be a mapping")
+
+
+def _plain_data(value: Any) -> Any:
+    """JSON-able records as plain Python data, so ``torch.load(weights_only=True)`` reads them back."""
+    return json.loads(json.dumps(value, allow_nan=False, default=float))
+
+
+def save_pruned_checkpoint(
+    path: str | Path,
+    spec: ModelSpec,
+    state_dict: dict[str, Any],
+    *,
+    info: str | None = None,
+    pruning: dict[str, Any] | None = None,
+    distillation: dict[str, Any] | None = None,
+    dtype: str = "fp16",
+) -> Path:
+    """Write a pruned model in the ``rvc-compile-pruned`` format (docs/PRUNING.md), atomically."""
+    import torch
+
+    from . import __version__
+    from .model import expected_shapes
+
+    if dtype not in ("fp16", "fp32"):
+        raise ValueError("dtype must be 'fp16' or 'fp32'")
+    path = Path(path)
+    _validate_weights(state_dict, expected_shapes(spec), path, implied_by="config and channel map")
+    cast = torch.float16 if dtype == "fp16" else torch.float32
+    payload = {
+        "format": PRUNED_FORMAT,
+        "format_version": PRUNED_FORMAT_VERSION,
+        "weight": {key: value.detach().to("cpu", cast).contiguous() for key, value in state_dict.items()},
+        "config": spec.to_config_list(),
+        "channels": spec.channel_map,
+        "version": spec.version,
+        "sr": spec.sample_rate_tag,
+        "f0": int(spec.f0),
+        "info": info,
+        "rvc_compile_version": __version__,
+        "pruning": _plain_data(pruning) if pruning is not None else None,
+        "distillation": _plain_data(distillation) if distillation is not None else None,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _validate_weights(weights: dict[str, Any], expected: dict[str, tuple[int, ...]], path: Path, implied_by: str = "config") -> None:
     import torch
 
     missing = sorted(set(expected) - set(weights))
@@ -311,7 +393,7 @@ def _validate_weights(weights: dict[str, Any], expected: dict[str, tuple[int, ..
     for key, shape in expected.items():
         actual = tuple(weights[key].shape)
         if actual != shape:
-            raise CheckpointError(f"{path}: weight {key} has shape {list(actual)} but the config implies {list(shape)}")
+            raise CheckpointError(f"{path}: weight {key} has shape {list(actual)} but the {implied_by} {'imply' if ' and ' in implied_by else 'implies'} {list(shape)}")
         tensor = weights[key]
         if not tensor.is_floating_point():
             raise CheckpointError(f"{path}: weight {key} has non-float dtype {tensor.dtype}")

@@ -277,8 +277,14 @@ def recipe() -> None:
 
 
 @recipe.command("schema")
-def recipe_schema() -> None:
+@click.option("--prune", "prune_schema", is_flag=True, help="The prune recipe's schema (rvc-compile prune) instead of the build recipe's.")
+def recipe_schema(prune_schema: bool) -> None:
     """Print the recipe's JSON Schema (for editors)."""
+    if prune_schema:
+        from .prune_recipe import prune_recipe_json_schema
+
+        click.echo(json.dumps(prune_recipe_json_schema(), indent=2))
+        return
     from .recipe import recipe_json_schema
 
     click.echo(json.dumps(recipe_json_schema(), indent=2))
@@ -306,6 +312,25 @@ def calibration_inspect(recipe_path: Path, overrides: tuple[str, ...], cache_dir
     checkpoint = load_checkpoint(source.checkpoint, config_path=source.config, sample_rate=source.sample_rate)
     description = load_calibration(recipe.calibration, checkpoint.spec, cache_dir=cache_dir).describe()
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
+
+
+@cli.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the pruning report as JSON (the checkpoint path stays the last line).")
+def prune(recipe_path: Path, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Prune RECIPE.yaml's checkpoint and fine-tune it by distillation; prints the pruned checkpoint last.
+
+    The pruned checkpoint is a source for ``rvc-compile build`` like any other; a JSON and markdown
+    report (FLOPs, parameters, accuracy before and after fine-tuning) is written beside it.
+    """
+    from .prune_recipe import load_prune_recipe, run_prune
+
+    recipe = load_prune_recipe(recipe_path, list(overrides))
+    result = run_prune(recipe, log=lambda message: click.echo(message, err=True))
+    if as_json:
+        click.echo(json.dumps(result.report, indent=2))
+    click.echo(str(result.path))
 
 
 @cli.command("make-checkpoint")

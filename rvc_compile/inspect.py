@@ -27,6 +27,8 @@ def describe_checkpoint(path: Path, *, config_path: Path | None = None, sample_r
         "weight_norm": checkpoint.weight_norm_style,
         "info": checkpoint.info,
         "config": spec.to_config_list(),
+        "channels": spec.channel_map or None,  # pruned widths (rvc-compile-pruned checkpoints)
+        "pruning": checkpoint.pruning,
         "parameters": parameter_counts(checkpoint.state_dict),
         "gflop_per_second_of_audio": {name: round(value / 1e9, 3) for name, value in flops.items()},
     }
@@ -47,4 +49,8 @@ def format_description(d: dict[str, Any]) -> str:
         "parameters      " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in params.items()),
         "GFLOP / s audio " + ", ".join(f"{k} {v:.2f}" for k, v in gflop.items()),
     ]
+    if d.get("channels"):
+        pruning = d.get("pruning") or {}
+        ratios = ", ".join(f"{g} {r:.0%}" for g, r in (pruning.get("ratios") or {}).items() if r > 0)
+        lines.insert(8, f"pruned          {len(d['channels'])} layers narrower than the config" + (f" ({ratios} of block-internal channels)" if ratios else ""))
     return "\n".join(lines)

@@ -1,4 +1,10 @@
-"""The typed description of an RVC synthesizer: the official 18-entry config plus version and f0 flag."""
+"""The typed description of an RVC synthesizer: the official 18-entry config plus version and f0 flag.
+
+A pruned model (``rvc_compile.prune``) also carries a channel map: the narrower width of each layer
+whose internal channels were removed, keyed by the module path of the convolution that produces them.
+The official config cannot express per-layer widths, so the map travels beside it (``ModelSpec.channels``
+and the ``channels`` entry of a pruned checkpoint, docs/PRUNING.md).
+"""
 
 from __future__ import annotations
 
@@ -35,6 +41,12 @@ FEATURE_DIM = {"v1": 256, "v2": 768}
 SAMPLE_RATE_TAGS = {"32k": 32000, "40k": 40000, "48k": 48000}
 FRAMES_PER_SECOND = 100  # content features after RVC's 2x upsampling
 
+# The residual-coupling flow's structure is fixed in RVC's code (ResidualCouplingBlock(inter, hidden,
+# 5, 1, 3, gin)), not in the config: four mean-only couplings, each a 3-layer WaveNet with kernel 5.
+FLOW_COUPLINGS = 4
+FLOW_LAYERS = 3
+FLOW_KERNEL_SIZE = 5
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -60,6 +72,16 @@ class ModelSpec:
     spec_channels: int = 1025
     segment_size: int = 32
     p_dropout: float = 0.0
+    # Pruned widths, sorted (layer key, width); empty for an unpruned model. See ``prunable_widths``.
+    channels: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def channel_map(self) -> dict[str, int]:
+        return dict(self.channels)
+
+    def width(self, key: str) -> int:
+        """The width of prunable layer ``key``: its pruned width, or the config's."""
+        return self.channel_map.get(key) or prunable_widths(self)[key]
 
     @property
     def feature_dim(self) -> int:
@@ -101,17 +123,64 @@ class ModelSpec:
             "feature_dim": self.feature_dim,
             "n_speakers": self.n_speakers,
             "config": self.to_config_list(),
+            **({"channels": self.channel_map} if self.channels else {}),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "spec") -> "ModelSpec":
-        return from_config_list(
+        spec = from_config_list(
             data["config"],
             version=data["version"],
             f0=bool(data["f0"]),
             source=source,
             n_speakers=data.get("n_speakers"),
         )
+        return with_channels(spec, data.get("channels") or {}, source=source)
+
+
+def prunable_widths(spec: ModelSpec) -> dict[str, int]:
+    """Every layer whose output channels are internal to its block, with its unpruned (config) width.
+
+    - ``dec.resblocks.B.convs1.J``: the middle of a ResBlock1 conv pair (x + conv2(act(conv1(act(x))))).
+      ResBlock2 has no internal width.
+    - ``enc_p.encoder.ffn_layers.L.conv_1``: the encoder feed-forward's filter width.
+    - ``flow.flows.F.enc.in_layers.I``: a flow WaveNet layer's gate width (its tanh and sigmoid halves,
+      its rows of the shared conditioning conv, its input to the res/skip conv).
+    """
+    widths: dict[str, int] = {}
+    if spec.resblock == "1":
+        n_kernels = len(spec.resblock_kernel_sizes)
+        for stage in range(len(spec.upsample_rates)):
+            channels = spec.upsample_initial_channel // (2 ** (stage + 1))
+            for kernel_index, dilations in enumerate(spec.resblock_dilation_sizes):
+                block = stage * n_kernels + kernel_index
+                for j in range(len(dilations)):
+                    widths[f"dec.resblocks.{block}.convs1.{j}"] = channels
+    for layer in range(spec.n_layers):
+        widths[f"enc_p.encoder.ffn_layers.{layer}.conv_1"] = spec.filter_channels
+    for coupling in range(FLOW_COUPLINGS):
+        for layer in range(FLOW_LAYERS):
+            widths[f"flow.flows.{2 * coupling}.enc.in_layers.{layer}"] = spec.hidden_channels
+    return widths
+
+
+def with_channels(spec: ModelSpec, channels: Any, *, source: str) -> ModelSpec:
+    """``spec`` with the channel map ``channels`` ({layer key: width}); CheckpointError names a bad entry.
+
+    Entries at the full width are dropped, so equal models have equal specs.
+    """
+    if not isinstance(channels, dict):
+        raise CheckpointError(f"{source}: channel map must be a mapping of layer names to widths, got {type(channels).__name__}")
+    full = prunable_widths(spec)
+    canonical = []
+    for key, width in channels.items():
+        if key not in full:
+            raise CheckpointError(f"{source}: channel map entry {key!r} is not a prunable layer of this model")
+        if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= full[key]:
+            raise CheckpointError(f"{source}: channel map entry {key}={width!r} must be an integer in 1..{full[key]}")
+        if width < full[key]:
+            canonical.append((key, int(width)))
+    return dataclasses.replace(spec, channels=tuple(sorted(canonical)))
 
 
 def _int(value: Any, name: str, source: str) -> int:

@@ -8,6 +8,7 @@ all ones and are left out; the relative-position terms are gathers over an index
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -108,12 +109,23 @@ class FeedForward(nn.Module):
 
 
 class AttentionEncoder(nn.Module):
-    def __init__(self, hidden_channels: int, filter_channels: int, n_heads: int, n_layers: int, kernel_size: int):
+    """``filter_widths[l]``: layer l's feed-forward width (pruned models), else ``filter_channels``."""
+
+    def __init__(
+        self,
+        hidden_channels: int,
+        filter_channels: int,
+        n_heads: int,
+        n_layers: int,
+        kernel_size: int,
+        filter_widths: Sequence[int] | None = None,
+    ):
         super().__init__()
+        filter_widths = list(filter_widths) if filter_widths is not None else [filter_channels] * n_layers
         self.attn_layers = nn.ModuleList(RelativeAttention(hidden_channels, n_heads) for _ in range(n_layers))
         self.norm_layers_1 = nn.ModuleList(ChannelLayerNorm(hidden_channels) for _ in range(n_layers))
         self.ffn_layers = nn.ModuleList(
-            FeedForward(hidden_channels, filter_channels, kernel_size) for _ in range(n_layers)
+            FeedForward(hidden_channels, filter_widths[i], kernel_size) for i in range(n_layers)
         )
         self.norm_layers_2 = nn.ModuleList(ChannelLayerNorm(hidden_channels) for _ in range(n_layers))
 
@@ -137,13 +149,14 @@ class ContentEncoder(nn.Module):
         n_layers: int,
         kernel_size: int,
         use_pitch: bool,
+        filter_widths: Sequence[int] | None = None,
     ):
         super().__init__()
         self.out_channels = out_channels
         self.hidden_channels = hidden_channels
         self.emb_phone = nn.Linear(feature_dim, hidden_channels)
         self.emb_pitch = nn.Embedding(256, hidden_channels) if use_pitch else None
-        self.encoder = AttentionEncoder(hidden_channels, filter_channels, n_heads, n_layers, kernel_size)
+        self.encoder = AttentionEncoder(hidden_channels, filter_channels, n_heads, n_layers, kernel_size, filter_widths)
         self.proj = nn.Conv1d(hidden_channels, out_channels * 2, 1)
 
     def forward(self, features: torch.Tensor, f0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,36 +2,56 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
+from ..spec import FLOW_COUPLINGS, FLOW_KERNEL_SIZE, FLOW_LAYERS
+
 
 class WaveNet(nn.Module):
-    """Gated dilated-conv stack with global conditioning (RVC's ``modules.WN``)."""
+    """Gated dilated-conv stack with global conditioning (RVC's ``modules.WN``).
 
-    def __init__(self, hidden_channels: int, kernel_size: int, dilation_rate: int, n_layers: int, gin_channels: int):
+    ``gate_widths[i]`` is layer i's gate width (``hidden_channels`` unless pruned): its in-layer gives
+    tanh and sigmoid halves of that width, the shared conditioning conv holds 2 * width rows for it,
+    and its res/skip conv reads that many channels.
+    """
+
+    def __init__(
+        self,
+        hidden_channels: int,
+        kernel_size: int,
+        dilation_rate: int,
+        n_layers: int,
+        gin_channels: int,
+        gate_widths: Sequence[int] | None = None,
+    ):
         super().__init__()
         self.hidden_channels = hidden_channels
         self.n_layers = n_layers
-        self.cond_layer = nn.Conv1d(gin_channels, 2 * hidden_channels * n_layers, 1)
+        self.gate_widths = list(gate_widths) if gate_widths is not None else [hidden_channels] * n_layers
+        self.cond_layer = nn.Conv1d(gin_channels, 2 * sum(self.gate_widths), 1)
         self.in_layers = nn.ModuleList()
         self.res_skip_layers = nn.ModuleList()
         for i in range(n_layers):
             dilation = dilation_rate**i
             padding = (kernel_size * dilation - dilation) // 2
-            self.in_layers.append(
-                nn.Conv1d(hidden_channels, 2 * hidden_channels, kernel_size, dilation=dilation, padding=padding)
-            )
+            gate = self.gate_widths[i]
+            self.in_layers.append(nn.Conv1d(hidden_channels, 2 * gate, kernel_size, dilation=dilation, padding=padding))
             res_skip_channels = 2 * hidden_channels if i < n_layers - 1 else hidden_channels
-            self.res_skip_layers.append(nn.Conv1d(hidden_channels, res_skip_channels, 1))
+            self.res_skip_layers.append(nn.Conv1d(gate, res_skip_channels, 1))
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         hidden = self.hidden_channels
         cond = self.cond_layer(g)
         output = torch.zeros_like(x)
+        offset = 0
         for i, (in_layer, res_skip_layer) in enumerate(zip(self.in_layers, self.res_skip_layers)):
-            x_in = in_layer(x) + cond[:, i * 2 * hidden : (i + 1) * 2 * hidden]
-            acts = torch.tanh(x_in[:, :hidden]) * torch.sigmoid(x_in[:, hidden:])
+            gate = self.gate_widths[i]
+            x_in = in_layer(x) + cond[:, offset : offset + 2 * gate]
+            offset += 2 * gate
+            acts = torch.tanh(x_in[:, :gate]) * torch.sigmoid(x_in[:, gate:])
             res_skip = res_skip_layer(acts)
             if i < self.n_layers - 1:
                 x = x + res_skip[:, :hidden]
@@ -42,11 +62,20 @@ class WaveNet(nn.Module):
 
 
 class MeanOnlyCoupling(nn.Module):
-    def __init__(self, channels: int, hidden_channels: int, kernel_size: int, dilation_rate: int, n_layers: int, gin_channels: int):
+    def __init__(
+        self,
+        channels: int,
+        hidden_channels: int,
+        kernel_size: int,
+        dilation_rate: int,
+        n_layers: int,
+        gin_channels: int,
+        gate_widths: Sequence[int] | None = None,
+    ):
         super().__init__()
         self.half_channels = channels // 2
         self.pre = nn.Conv1d(self.half_channels, hidden_channels, 1)
-        self.enc = WaveNet(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels)
+        self.enc = WaveNet(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels, gate_widths)
         self.post = nn.Conv1d(hidden_channels, self.half_channels, 1)
 
     def reverse(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -64,6 +93,7 @@ class CouplingFlow(nn.Module):
     """Four mean-only couplings with channel flips between them; state-dict keys ``flows.{0,2,4,6}``.
 
     Only the inverse is needed at inference, so ``forward`` runs it (module hooks and profilers see it).
+    ``gate_widths[k]``: the WaveNet gate widths of coupling k (pruned models), else ``hidden_channels``.
     """
 
     def __init__(
@@ -71,15 +101,17 @@ class CouplingFlow(nn.Module):
         channels: int,
         hidden_channels: int,
         gin_channels: int,
-        kernel_size: int = 5,
+        kernel_size: int = FLOW_KERNEL_SIZE,
         dilation_rate: int = 1,
-        n_layers: int = 3,
-        n_flows: int = 4,
+        n_layers: int = FLOW_LAYERS,
+        n_flows: int = FLOW_COUPLINGS,
+        gate_widths: Sequence[Sequence[int]] | None = None,
     ):
         super().__init__()
         self.flows = nn.ModuleList()
-        for _ in range(n_flows):
-            self.flows.append(MeanOnlyCoupling(channels, hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels))
+        for k in range(n_flows):
+            widths = gate_widths[k] if gate_widths is not None else None
+            self.flows.append(MeanOnlyCoupling(channels, hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels, widths))
             self.flows.append(Flip())
 
     def forward(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..spec import ModelSpec
+from ..spec import FLOW_COUPLINGS, FLOW_LAYERS, ModelSpec
 from .encoder import ContentEncoder
 from .flow import CouplingFlow
 from .vocoder import HiFiGAN
@@ -38,6 +38,20 @@ def input_names(spec: ModelSpec, *, fixed_speaker: bool = False, host_source: bo
     return names
 
 
+def _resblock_middles(spec: ModelSpec) -> dict[int, list[int]] | None:
+    """Per ResBlock1, the widths between its conv pairs (None for an unpruned decoder)."""
+    decoder = {key: width for key, width in spec.channels if key.startswith("dec.")}
+    if not decoder:
+        return None
+    middles: dict[int, list[int]] = {}
+    n_kernels = len(spec.resblock_kernel_sizes)
+    for stage in range(len(spec.upsample_rates)):
+        for kernel_index, dilations in enumerate(spec.resblock_dilation_sizes):
+            block = stage * n_kernels + kernel_index
+            middles[block] = [spec.width(f"dec.resblocks.{block}.convs1.{j}") for j in range(len(dilations))]
+    return middles
+
+
 class Synthesizer(nn.Module):
     """RVC synthesizer for inference. Call :meth:`forward` with the inputs named by :attr:`input_names`.
 
@@ -57,8 +71,12 @@ class Synthesizer(nn.Module):
             spec.n_layers,
             spec.kernel_size,
             use_pitch=spec.f0,
+            filter_widths=[spec.width(f"enc_p.encoder.ffn_layers.{i}.conv_1") for i in range(spec.n_layers)],
         )
-        self.flow = CouplingFlow(spec.inter_channels, spec.hidden_channels, spec.gin_channels)
+        gate_widths = [
+            [spec.width(f"flow.flows.{2 * k}.enc.in_layers.{i}") for i in range(FLOW_LAYERS)] for k in range(FLOW_COUPLINGS)
+        ]
+        self.flow = CouplingFlow(spec.inter_channels, spec.hidden_channels, spec.gin_channels, gate_widths=gate_widths)
         self.dec = HiFiGAN(
             spec.inter_channels,
             spec.resblock,
@@ -69,6 +87,7 @@ class Synthesizer(nn.Module):
             spec.upsample_kernel_sizes,
             spec.gin_channels,
             sampling_rate=spec.sampling_rate if spec.f0 else None,
+            middle_widths=_resblock_middles(spec),
         )
         self.emb_g = nn.Embedding(spec.n_speakers, spec.gin_channels)
         self.fixed_speaker: int | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -18,13 +19,16 @@ def _same_padding(kernel_size: int, dilation: int) -> int:
 
 
 class ResBlock1(nn.Module):
-    def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...]):
+    """``middle[j]``: the width between convs1[j] and convs2[j] (pruned models), else ``channels``."""
+
+    def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...], middle: Sequence[int] | None = None):
         super().__init__()
+        middle = list(middle) if middle is not None else [channels] * len(dilations)
         self.convs1 = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d)) for d in dilations
+            nn.Conv1d(channels, m, kernel_size, dilation=d, padding=_same_padding(kernel_size, d)) for d, m in zip(dilations, middle)
         )
         self.convs2 = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel_size, padding=_same_padding(kernel_size, 1)) for _ in dilations
+            nn.Conv1d(m, channels, kernel_size, padding=_same_padding(kernel_size, 1)) for m in middle
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -35,8 +39,10 @@ class ResBlock1(nn.Module):
 
 
 class ResBlock2(nn.Module):
-    def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...]):
+    def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...], middle: Sequence[int] | None = None):
         super().__init__()
+        if middle is not None:
+            raise ValueError("ResBlock2 has no internal width to prune")
         self.convs = nn.ModuleList(
             nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=_same_padding(kernel_size, d)) for d in dilations[:2]
         )
@@ -61,8 +67,11 @@ class HiFiGAN(nn.Module):
         upsample_kernel_sizes: tuple[int, ...],
         gin_channels: int,
         sampling_rate: int | None = None,
+        middle_widths: Mapping[int, Sequence[int]] | None = None,
     ):
+        """``middle_widths[b]``: ResBlock1 b's middle widths (pruned models)."""
         super().__init__()
+        middle_widths = middle_widths or {}
         self.num_kernels = len(resblock_kernel_sizes)
         self.num_upsamples = len(upsample_rates)
         self.nsf = sampling_rate is not None
@@ -87,7 +96,7 @@ class HiFiGAN(nn.Module):
                 else:
                     self.noise_convs.append(nn.Conv1d(1, channels, 1))
             for k, d in zip(resblock_kernel_sizes, resblock_dilation_sizes):
-                self.resblocks.append(block(channels, k, d))
+                self.resblocks.append(block(channels, k, d, middle_widths.get(len(self.resblocks))))
         self.conv_post = nn.Conv1d(channels, 1, 7, 1, padding=3, bias=False)
         self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
 

@@ -17,6 +17,7 @@ class GraphState:
     input_names: list[str] = field(default_factory=list)
     fixed_inputs: dict[str, Any] = field(default_factory=dict)  # inputs folded into constants, e.g. speaker
     notes: list[str] = field(default_factory=list)
+    records: dict[str, Any] = field(default_factory=dict)  # structured results for the report, by pass name
 
 
 class Pass:
