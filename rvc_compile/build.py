@@ -39,6 +39,7 @@ BACKEND_LIBRARIES = {
     "openvino": ("onnx", "openvino", "nncf", "numpy"),
 }
 GRAPH_FILE = "model.onnx"
+DERIVED_FILE = "reference.pt"  # capture entry: the derived model's spec and weights (after prune)
 
 
 @dataclasses.dataclass
@@ -74,11 +75,13 @@ def _pass_params(entries: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
     return [{"name": entry.name, **dataclasses.asdict(entry.params)} for entry, _ in entries]
 
 
-def _frames_for(seconds: float, spec: Any, shapes: Any) -> int:
+def _frames_for(seconds: float, spec: Any, shapes: Any, windowed: bool = False) -> int:
+    """Frames of a golden case: the chunk of a static graph; else clamped to the graph's range, except
+    that a windowed runtime takes any length (a golden case past the window checks the windows)."""
     if shapes.mode == "static":
         return int(shapes.chunk_frames)
-    frames = int(round(seconds * spec.frames_per_second))
-    return min(max(frames, shapes.min_frames), shapes.max_frames)
+    frames = max(int(round(seconds * spec.frames_per_second)), shapes.min_frames)
+    return frames if windowed else min(frames, shapes.max_frames)
 
 
 def _signature(spec: Any, names: list[str]) -> dict[str, Any]:
@@ -99,10 +102,12 @@ def _signature(spec: Any, names: list[str]) -> dict[str, Any]:
 class _Reference:
     """The fp32 eager reference, built on first use (a fully cached build never needs it).
 
+    It is the checkpoint's model, or the model a torch pass derived from it when that pass changes
+    the architecture itself (``prune``): the artifact implements that model, and is checked against it.
     Every stage is checked on the same inputs, so each reference output is computed once."""
 
-    def __init__(self, checkpoint: Any, threads: int):
-        self.checkpoint, self.threads = checkpoint, threads
+    def __init__(self, spec: Any, state_dict: dict[str, Any], threads: int):
+        self.spec, self.state_dict, self.threads = spec, state_dict, threads
         self._model = None
         self._outputs: dict[str, np.ndarray] = {}
 
@@ -113,7 +118,7 @@ class _Reference:
 
         if self._model is None:
             torch.set_num_threads(max(1, self.threads))
-            self._model = build_model(self.checkpoint.spec, self.checkpoint.state_dict)
+            self._model = build_model(self.spec, self.state_dict)
         names = self._model.input_names
         key = hashlib.sha256(b"".join(np.ascontiguousarray(inputs[name]).tobytes() for name in names)).hexdigest()
         if key not in self._outputs:
@@ -122,19 +127,27 @@ class _Reference:
         return self._outputs[key]
 
 
-def torch_graph(checkpoint: Any, torch_passes: list[tuple[Any, Any]], workdir: Path) -> tuple[Any, list[dict[str, Any]]]:
-    """The torch model after the recipe's torch-stage passes, and their records."""
+def torch_graph(checkpoint: Any, torch_passes: list[tuple[Any, Any]], workdir: Path) -> tuple[Any, list[dict[str, Any]], dict[str, Any] | None]:
+    """The torch model after the recipe's torch-stage passes, their records, and — when a pass changed
+    the architecture (``prune``) — the plain weights of the model it derived (the new fp32 reference)."""
     from .model import build_model
     from .passes import GraphState
 
     model = build_model(checkpoint.spec, checkpoint.state_dict)
     state = GraphState(spec=checkpoint.spec, model=model, input_names=model.input_names)
-    records = []
+    records, derived = [], None
     for entry, graph_pass in torch_passes:
         notes_before = len(state.notes)
+        spec_before = state.spec
         state = graph_pass.run(state, workdir)
-        records.append({"name": entry.name, "stage": "torch", "params": dataclasses.asdict(entry.params), "notes": "; ".join(state.notes[notes_before:])})
-    return state, records
+        record = {"name": entry.name, "stage": "torch", "params": dataclasses.asdict(entry.params), "notes": "; ".join(state.notes[notes_before:])}
+        if entry.name in state.records:
+            record["record"] = state.records[entry.name]
+        records.append(record)
+        if state.spec != spec_before:
+            # Taken right after the pass: later rewrites (polyphase) change module structure, not the model.
+            derived = {"spec": state.spec.to_dict(), "state_dict": {k: v.detach().clone() for k, v in state.model.state_dict().items()}}
+    return state, records, derived
 
 
 def _calibration_feeds(recipe: Any, spec: Any, calibration: Any, names: list[str], static: int | None) -> list[dict[str, np.ndarray]]:
@@ -179,7 +192,8 @@ class _Build:
         if recipe.source.sha256 and recipe.source.sha256 != checkpoint.sha256:
             raise CheckpointError(f"{checkpoint.path}: sha256 {checkpoint.sha256} does not match the recipe's pin source.sha256 {recipe.source.sha256}")
         self.checkpoint, self.spec = checkpoint, checkpoint.spec
-        self.reference = _Reference(checkpoint, self.threads)
+        self.state_dict = checkpoint.state_dict
+        self.reference = _Reference(checkpoint.spec, checkpoint.state_dict, self.threads)
         spec = self.spec
         self.log(f"loaded {checkpoint.path.name}: {spec.version} {spec.sample_rate_tag} f0={int(spec.f0)} ({checkpoint.layout})")
         self.source_inputs = {"checkpoint": checkpoint.sha256}
@@ -191,12 +205,18 @@ class _Build:
     def capture(self) -> None:
         from .capture import export_onnx, multi_length_check
 
-        recipe, spec, shapes = self.recipe, self.spec, self.shapes
+        recipe, shapes = self.recipe, self.shapes
 
         def produce(folder: Path) -> dict[str, Any]:
-            state, records = torch_graph(self.checkpoint, self.torch_passes, self.workdir)
+            import torch
+
+            state, records, derived = torch_graph(self.checkpoint, self.torch_passes, self.workdir)
             for record in records:
                 self.log(f"pass {record['name']}: done")
+            if derived is not None:
+                torch.save(derived, folder / DERIVED_FILE)
+                self._use_derived(derived)
+            spec = self.spec
             path = export_onnx(
                 state.model, spec, state.input_names, folder / GRAPH_FILE, exporter=recipe.capture.exporter,
                 opset=recipe.capture.opset, min_frames=shapes.min_frames, max_frames=shapes.max_frames, static_frames=self.static,
@@ -211,12 +231,24 @@ class _Build:
             params={"passes": _pass_params(self.torch_passes), "capture": recipe.capture, "frames": [shapes.min_frames, shapes.max_frames, self.static], "lengths": self.lengths, "speaker": recipe.golden.speaker},
             libraries=CAPTURE_LIBRARIES,
         )
+        if DERIVED_FILE in entry.files and self.spec == self.checkpoint.spec:  # a cache hit: read it back
+            import torch
+
+            self._use_derived(torch.load(entry.file(DERIVED_FILE), map_location="cpu", weights_only=True))
         self.input_names: list[str] = entry.meta["input_names"]
         self.fixed_inputs: dict[str, Any] = entry.meta["fixed_inputs"]
         self.pass_records: list[dict[str, Any]] = list(entry.meta["passes"])
         self.checks: list[dict[str, Any]] = list(entry.meta["checks"])
         self.speaker = int(self.fixed_inputs.get("speaker", recipe.golden.speaker))
         self.graph_key, self.graph_entry = entry.key, entry
+
+    def _use_derived(self, derived: dict[str, Any]) -> None:
+        from .spec import ModelSpec
+
+        self.spec = ModelSpec.from_dict(derived["spec"], source=f"{self.checkpoint.path} (after the recipe's torch passes)")
+        self.state_dict = derived["state_dict"]
+        self.reference = _Reference(self.spec, self.state_dict, self.threads)
+        self.log("reference: the model the torch passes derived (its fp32 output is what the artifact must match)")
 
     def onnx_passes_stage(self) -> None:
         from .capture import multi_length_check
@@ -332,7 +364,7 @@ class _Build:
             self.log("accuracy-aware: every layer quantized passes the budget")
             return plan, {"extra_fp32": [], "sensitivity": {}, "trials": [dataclasses.asdict(first)]}
         self.log(f"accuracy-aware: all-int8 fails ({first.failure}); measuring per-layer sensitivity")
-        state, _ = torch_graph(self.checkpoint, self.torch_passes, self.workdir)
+        state, _, _ = torch_graph(self.checkpoint, self.torch_passes, self.workdir)
         validation = [graph_inputs(self.spec, self.input_names, self.static or self.shapes.opt_frames, seed=500, speaker=self.speaker)]
         sensitivity = layer_sensitivity(
             state.model, self.input_names, feeds[:4], validation, self.spec.sampling_rate, per_channel=plan.per_channel,
@@ -367,7 +399,7 @@ class _Build:
             manifest = self._manifest(golden, recipe_to_dict(recipe), recipe_sha256(recipe))
             self.log("measuring accuracy and latency in a fresh runtime process")
             evaluation, samples = _evaluate_in_subprocess(folder, manifest, self.workdir)
-            flops = flops_per_second(spec, self.checkpoint.state_dict)
+            flops = flops_per_second(spec, self.state_dict)
             golden_dir = folder / "golden"
             model_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_relative_to(golden_dir))
             report = {
@@ -379,7 +411,7 @@ class _Build:
                 "source": {
                     "checkpoint": self.checkpoint.path.name, "sha256": self.checkpoint.sha256, "version": spec.version,
                     "sample_rate": spec.sampling_rate, "f0": spec.f0,
-                    "parameters": parameter_counts(self.checkpoint.state_dict)["total"],
+                    "parameters": parameter_counts(self.state_dict)["total"],
                     "gflop_per_second_of_audio": round(flops["total"] / 1e9, 3),
                 },
                 "accuracy": {**evaluation["accuracy"], "noise": recipe.golden.noise},
@@ -429,7 +461,7 @@ class _Build:
         golden_dir.mkdir()
         golden = []
         for index, seconds in enumerate(recipe.golden.seconds):
-            frames = _frames_for(seconds, spec, self.shapes)
+            frames = _frames_for(seconds, spec, self.shapes, windowed=self._window() is not None)
             case = example_case(spec.feature_dim, frames, seed=index)
             draws = make_noise(recipe.golden.noise, frames, inter_channels=spec.inter_channels, hop_length=spec.hop_length, has_f0=spec.f0)
             # User-level inputs: verify runs them through the runtime's whole path (host-side source included).
