@@ -63,6 +63,28 @@ def name_layers(model: Any) -> list[str]:
     return [node.name for node in nodes]
 
 
+def carry_names(before: Any, after: Any) -> None:
+    """Give the weighted nodes of ``after`` (a rewritten copy of ``before``) their layer names back.
+
+    Graph tools that fuse nodes (a Conv with the Add of a folded constant, say) name the fused node
+    after a tensor of the original graph; the layer that produced that tensor lends its name."""
+    by_tensor = {}
+    names = set()
+    for node in before.graph.node:
+        if node.op_type in WEIGHTED_OPS:
+            names.add(node.name)
+            for output in node.output:
+                by_tensor[output] = node.name
+    used = {node.name for node in after.graph.node if node.op_type in WEIGHTED_OPS and node.name in names}
+    for node in after.graph.node:
+        if node.op_type not in WEIGHTED_OPS or node.name in names:
+            continue
+        candidate = by_tensor.get(node.name) or next((by_tensor[o] for o in node.output if o in by_tensor), None)
+        if candidate is not None and candidate not in used:
+            node.name = candidate
+            used.add(candidate)
+
+
 def weighted_layers(model: Any) -> list[str]:
     """Names of the nodes that carry weights (a Conv/MatMul/Gemm with a constant second input)."""
     initializers = {init.name for init in model.graph.initializer}

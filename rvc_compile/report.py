@@ -75,6 +75,35 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         )
     goals = ", ".join(f"RTF <= {g['max_rtf']} at {g['seconds']} s" for g in latency["goals"]) or "none"
     lines += ["", f"Goals: {goals}. Result: **{'PASS' if latency['passed'] else 'FAIL'}**.", ""]
+    precision = report.get("precision")
+    if precision:
+        lines += ["## Precision", ""]
+        lines.append(
+            f"{precision['low_precision_layers']} of {precision['layers']} weighted layers in {precision['precision']}; "
+            f"fp32: {', '.join(f'`{name}`' for name in precision['keep_fp32']) or 'none'}. The NSF sine source is computed on the host in float64."
+            if precision["precision"] != "fp32" else "All layers fp32."
+        )
+        aware = precision.get("accuracy_aware")
+        if aware and aware.get("sensitivity"):
+            lines += [
+                "",
+                f"Accuracy-aware quantization kept {len(aware['extra_fp32'])} more layer(s) in fp32 after "
+                f"{len(aware['trials'])} trial quantization(s). Per-layer sensitivity: the output's SNR and log-mel distance "
+                "when only that layer is int8 (simulated, held-out input), and its cost in GFLOP per second of audio "
+                "(what keeping it in fp32 costs):",
+                "",
+                "| layer | precision | SNR alone in int8 (dB) | log-mel alone in int8 (dB) | GFLOP/s of audio |",
+                "|---|---|---|---|---|",
+            ]
+            ranked = sorted(aware["sensitivity"].items(), key=lambda item: item[1]["snr_db"])
+            for name, row in ranked[: max(20, len(aware["extra_fp32"]))]:
+                lines.append(f"| `{name}` | {row['precision']} | {row['snr_db']:.1f} | {row['log_mel_db']:.3f} | {row['gflop_per_second']:.3f} |")
+            if len(ranked) > max(20, len(aware["extra_fp32"])):
+                lines.append(f"| ... {len(ranked) - max(20, len(aware['extra_fp32']))} less sensitive layers, all int8 | | | | |")
+            lines += ["", "Trials: " + "; ".join(
+                f"{len(trial['extra_fp32'])} extra fp32: {'pass' if trial['passed'] else 'fail (' + str(trial['failure']) + ')'}" for trial in aware["trials"]
+            ) + "."]
+        lines.append("")
     if report["passes"]:
         lines += ["## Passes", ""]
         for entry in report["passes"]:

@@ -93,3 +93,13 @@ def write_tiny_recipe(directory: Path, checkpoint: Path, name: str = "tiny") -> 
     path = directory / f"{name}.yaml"
     path.write_text(TINY_RECIPE.format(name=name, checkpoint=checkpoint, output=directory / "artifacts"))
     return path
+
+
+def assert_build_error(process: subprocess.CompletedProcess, *fragments: str, exit_code: int = 2) -> None:
+    """A build that fails after some stages: progress lines, then the one-line error last, no traceback."""
+    assert process.returncode == exit_code, (process.returncode, process.stdout, process.stderr)
+    assert "Traceback" not in process.stderr
+    last = process.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), last
+    for fragment in fragments:
+        assert fragment in last, (fragment, last)

@@ -78,21 +78,23 @@ class MeanOnlyCoupling(nn.Module):
         self.enc = WaveNet(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels, gate_widths)
         self.post = nn.Conv1d(hidden_channels, self.half_channels, 1)
 
-    def reverse(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The inverse coupling (inference only needs this direction)."""
         x0, x1 = torch.split(x, [self.half_channels, self.half_channels], dim=1)
         mean = self.post(self.enc(self.pre(x0), g))
         return torch.cat([x0, x1 - mean], dim=1)
 
 
 class Flip(nn.Module):
-    def reverse(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         return torch.flip(x, [1])
 
 
 class CouplingFlow(nn.Module):
     """Four mean-only couplings with channel flips between them; state-dict keys ``flows.{0,2,4,6}``.
 
-    Only the inverse is needed at inference, so ``forward`` runs it (module hooks and profilers see it).
+    Only the inverse is needed at inference, so every ``forward`` here runs it (module hooks, profilers
+    and exporters' name scopes see each coupling).
     ``gate_widths[k]``: the WaveNet gate widths of coupling k (pruned models), else ``hidden_channels``.
     """
 
@@ -116,6 +118,7 @@ class CouplingFlow(nn.Module):
 
     def forward(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """The inference direction (the training code's ``reverse=True``): prior sample -> latent."""
+        # Called as modules (not a method) so exporters scope every node under its module path.
         for flow in reversed(self.flows):
-            z = flow.reverse(z, g)
+            z = flow(z, g)
         return z

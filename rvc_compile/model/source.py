@@ -49,10 +49,8 @@ class HarmonicSource(nn.Module):
         self.hop_length = hop_length
         self.l_linear = nn.Linear(1, 1)
 
-    def forward(self, f0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """f0 [B, T], noise [B, T*hop] -> source [B, 1, T*hop]."""
-        return self.merge(sine_excitation(f0, self.hop_length, self.sampling_rate, noise).squeeze(-1))
-
-    def merge(self, excitation: torch.Tensor) -> torch.Tensor:
-        """Excitation [B, T*hop] (computed here or on the host) -> source [B, 1, T*hop]."""
+    def forward(self, f0: torch.Tensor | None = None, noise: torch.Tensor | None = None, excitation: torch.Tensor | None = None) -> torch.Tensor:
+        """f0 [B, T] and noise [B, T*hop], or the excitation [B, T*hop] made on the host -> source [B, 1, T*hop]."""
+        if excitation is None:
+            excitation = sine_excitation(f0, self.hop_length, self.sampling_rate, noise).squeeze(-1)
         return torch.tanh(self.l_linear(excitation.unsqueeze(-1))).transpose(1, 2)

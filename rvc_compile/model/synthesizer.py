@@ -115,21 +115,22 @@ class Synthesizer(nn.Module):
         g: torch.Tensor,
         prior_noise: torch.Tensor,
         source: torch.Tensor | None,
+        *,
+        source_noise: torch.Tensor | None = None,
+        excitation: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The graph body with the speaker embedded (``g`` [1, gin, 1]) and the NSF source [1, 1, T*hop]
-        already made; returns audio [1, T*hop]."""
+        """The graph body with the speaker embedded (``g`` [1, gin, 1]); the NSF source [1, 1, T*hop]
+        either already made, or made by the decoder from f0 and ``source_noise`` or the host's
+        ``excitation``. Returns audio [1, T*hop]."""
         mean, log_scale = self.enc_p(features, f0)
         z_p = mean + torch.exp(log_scale) * prior_noise * PRIOR_NOISE_SCALE
         z = self.flow(z_p, g)
-        return self.dec(z, g, source).squeeze(1)
+        return self.dec(z, g, source, f0=f0, noise=source_noise, excitation=excitation).squeeze(1)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         args = dict(zip(self.input_names, inputs))
         g = self.fixed_g if self.fixed_speaker is not None else self.speaker_embedding(args["speaker"])
-        f0, source = args.get("f0"), None
-        if self.spec.f0:
-            if self.host_source:
-                source = self.dec.m_source.merge(args["excitation"])
-            else:
-                source = self.dec.m_source(f0, args["source_noise"])
-        return self.synthesize(args["features"], f0, g, args["prior_noise"], source)
+        return self.synthesize(
+            args["features"], args.get("f0"), g, args["prior_noise"], None,
+            source_noise=args.get("source_noise"), excitation=args.get("excitation"),
+        )

@@ -100,7 +100,21 @@ class HiFiGAN(nn.Module):
         self.conv_post = nn.Conv1d(channels, 1, 7, 1, padding=3, bias=False)
         self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
 
-    def forward(self, z: torch.Tensor, g: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        g: torch.Tensor,
+        source: torch.Tensor | None = None,
+        *,
+        f0: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        excitation: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``source``: the NSF source [B, 1, T*hop] already made; else ``m_source`` makes it here (inside
+        the decoder's scope, so exported nodes are named dec.m_source.*) from f0 [B, T] and noise
+        [B, T*hop], or from the host's sine ``excitation`` [B, T*hop]."""
+        if source is None and self.nsf and (excitation is not None or f0 is not None):
+            source = self.m_source(f0, noise, excitation=excitation)
         x = self.conv_pre(z) + self.cond(g)
         for i in range(self.num_upsamples):
             x = self.ups[i](F.leaky_relu(x, LRELU_SLOPE))

@@ -26,6 +26,8 @@ class Simplify(Pass):
         import onnx
 
         model = onnx.load(str(state.onnx_path))
+        original = onnx.ModelProto()
+        original.CopyFrom(model)  # the tools may rewrite their input in place
         before = len(model.graph.node)
         if self.params.tool == "onnxslim":
             import onnxslim
@@ -39,9 +41,10 @@ class Simplify(Pass):
             simplified, ok = onnxsim.simplify(model)
             if not ok:
                 raise BuildError("passes.simplify: onnxsim could not validate the simplified graph")
-        from ..layers import name_layers
+        from ..layers import carry_names, name_layers
 
-        name_layers(simplified)  # fused nodes come back named after their outputs
+        carry_names(original, simplified)  # fused nodes come back named after tensors of the original graph
+        name_layers(simplified)
         out = workdir / "simplified.onnx"
         onnx.save(simplified, str(out))
         state.onnx_path = out
