@@ -203,7 +203,7 @@ DEFAULT_BUDGETS: dict[str, dict[str, float | None]] = {
     "fp32": {"min_snr_db": 40.0, "max_log_mel_db": 0.5, "max_mrstft": 0.05, "max_f0_cents": 10.0, "max_abs_error": None},
     "fp16": {"min_snr_db": 35.0, "max_log_mel_db": 0.75, "max_mrstft": 0.3, "max_f0_cents": 10.0, "max_abs_error": None},
     "bf16": {"min_snr_db": 28.0, "max_log_mel_db": 1.5, "max_mrstft": 0.6, "max_f0_cents": 10.0, "max_abs_error": None},
-    "int8": {"min_snr_db": 22.0, "max_log_mel_db": 4.0, "max_mrstft": 0.9, "max_f0_cents": 20.0, "max_abs_error": None},
+    "int8": {"min_snr_db": 27.0, "max_log_mel_db": 2.0, "max_mrstft": 0.5, "max_f0_cents": 20.0, "max_abs_error": None},
 }
 
 

@@ -66,6 +66,10 @@ def _quantize(model: Any, plan: Any) -> Any:
             nncf.Dataset(plan.calibration),
             subset_size=len(plan.calibration),
             preset=nncf.QuantizationPreset.MIXED,  # symmetric weights, asymmetric activations
+            # NNCF's transformer scheme quantizes the inputs of weighted ops only; its default scheme also
+            # put FakeQuantize on the 164 residual Adds of the decoder. Measured on the v2 40k voice at
+            # 2 s: 41.3 dB SNR / 0.38 dB log-mel against 25.6 dB / 3.06 dB, and no slower.
+            model_type=nncf.ModelType.TRANSFORMER,
             ignored_scope=ignored,
             advanced_parameters=AdvancedQuantizationParameters(activations_range_estimator_params=estimator),
         )
