@@ -540,6 +540,7 @@ def build(
     started = time.perf_counter()
     backend = get_backend(recipe.target.backend)
     backend.check_target(recipe.target)
+    backend.check_policy(recipe.target, recipe.precision_policy)
     _order_passes(recipe)
     out_root = Path(out_dir) if out_dir is not None else Path(recipe.output_dir)
 

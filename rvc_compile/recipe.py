@@ -47,6 +47,9 @@ class Target:
     precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
     threads: int = 2
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    # Where backends keep compiled blobs so a second load is fast (OpenVINO's model cache): the user's
+    # build cache folder, a folder beside the artifact (<version>.compile-cache), or nowhere.
+    compile_cache: Literal["user", "beside", "none"] = "user"
 
 
 @dataclass

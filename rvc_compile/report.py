@@ -66,7 +66,11 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
     lines += ["## Graph checks (against the fp32 PyTorch reference, relative L2 error)", "", "| stage | frames | relative L2 | max abs |", "|---|---|---|---|"]
     for check in report["multi_length_checks"]:
         lines.append(f"| {check['stage']} | {check['frames']} | {check['relative_l2_error']:.3g} | {check['max_abs_error']:.3g} |")
-    lines += ["", "## Latency", "", f"Load time {_number(latency['load_time_s'], ' s')}; peak memory {_number(latency['peak_memory_mb'], ' MB')} (runtime process).", ""]
+    warm = latency.get("load_time_warm_s")
+    load = f"Load time {_number(latency.get('load_time_cold_s', latency['load_time_s']), ' s')} cold" + (
+        f", {_number(warm, ' s')} warm (the backend's compiled-model cache)" if warm is not None else " (no compile cache)"
+    )
+    lines += ["", "## Latency", "", f"{load}; peak memory {_number(latency['peak_memory_mb'], ' MB')} (runtime process).", ""]
     lines += ["| audio (s) | frames | runs | p50 (ms) | p90 (ms) | p99 (ms) | RTF p50 |", "|---|---|---|---|---|---|---|"]
     for case in latency["cases"]:
         lines.append(

@@ -64,7 +64,7 @@ def format_result(result: dict[str, Any]) -> str:
         lines += [f"  - {failure}" for failure in accuracy["failures"]]
     latency = result.get("latency")
     if latency:
-        lines.append(f"latency   {'PASS' if latency['passed'] else 'FAIL'}  ({latency['threads']} threads, load {_fmt(latency['load_time_s'], ' s')}, peak {_fmt(latency['peak_memory_mb'], ' MB')})")
+        lines.append(f"latency   {'PASS' if latency['passed'] else 'FAIL'}  ({latency['threads']} threads, load {_fmt(latency['load_time_s'], ' s')}{', warm ' + _fmt(latency['load_time_warm_s'], ' s') if latency.get('load_time_warm_s') is not None else ''}, peak {_fmt(latency['peak_memory_mb'], ' MB')})")
         for case in latency["cases"]:
             lines.append(
                 f"  {case['seconds']:>6.2f} s audio: p50 {_fmt(case['p50_ms'], ' ms')}, p90 {_fmt(case['p90_ms'], ' ms')}, "

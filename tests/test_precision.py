@@ -129,9 +129,13 @@ def test_precision_policy_errors_name_the_key(small_checkpoint, tmp_path):
         load_recipe(write_recipe(tmp_path, small_checkpoint, backend="openvino", precision="fp32", name="a", extra="precision_policy:\n  keep_fp32: [dec]\n"))
     with pytest.raises(RecipeError, match="accuracy_aware: only for int8"):
         load_recipe(write_recipe(tmp_path, small_checkpoint, backend="openvino", precision="bf16", name="b", extra="precision_policy:\n  accuracy_aware: true\n"))
+    with pytest.raises(RecipeError, match="bf16 hint cannot keep single layers"):
+        build(load_recipe(write_recipe(tmp_path, small_checkpoint, backend="openvino", precision="bf16", name="d", extra="precision_policy:\n  keep_fp32: [dec]\n")), log=quiet)
+    with pytest.raises(RecipeError, match="per channel only"):
+        build(load_recipe(write_recipe(tmp_path, small_checkpoint, backend="openvino", precision="int8", name="f", extra="precision_policy:\n  per_channel: false\n")), log=quiet)
     with pytest.raises(RecipeError, match="needs the host_source pass"):
         build(load_recipe(write_recipe(tmp_path, small_checkpoint, backend="openvino", precision="bf16", name="c", passes="\n  - name: fold_speaker\n")), log=quiet)
-    assert not (tmp_path / "artifacts" / "c").exists()
+    assert not any((tmp_path / "artifacts" / name).exists() for name in "cdf")
 
 
 def test_int8_refuses_missing_empty_and_mismatched_calibration(small_checkpoint, tmp_path):

@@ -1,6 +1,7 @@
 """Backends: one module each, with one small interface.
 
-- ``check_target(target)``: refuse what the backend cannot do (RecipeError), before any work;
+- ``check_target(target)``, ``check_policy(target, precision_policy)``: refuse what the backend cannot
+  do (RecipeError), before any work;
 - ``build(onnx_path, target, out_dir, plan, workdir=...) -> dict``: apply the ``precision.PrecisionPlan``
   (fp16 islands, int8 quantization with calibration feeds), write the backend's files into the artifact
   folder and return the manifest's ``backend`` section (file names, session/compile options);

@@ -27,6 +27,10 @@ def check_target(target: Any) -> None:
         raise RecipeError(f"target.precision: onnxruntime backend supports {', '.join(PRECISIONS)}, not {target.precision!r}{hint}")
 
 
+def check_policy(target: Any, policy: Any) -> None:
+    """Every policy ONNX Runtime is given can be applied (fp16 islands, int8 exclusions, any method)."""
+
+
 def session_options(threads: int, graph_optimization: str) -> dict[str, Any]:
     return {
         "intra_op_num_threads": int(threads),

@@ -40,6 +40,16 @@ def check_target(target: Any) -> None:
             raise RecipeError(f"target.precision: bf16 needs a CPU with bf16 support (this one offers {', '.join(capabilities)})")
 
 
+def check_policy(target: Any, policy: Any) -> None:
+    if target.precision == "bf16" and policy.keep_fp32:
+        raise RecipeError(
+            "precision_policy.keep_fp32: OpenVINO's bf16 hint cannot keep single layers in fp32 (it ignores "
+            "per-node fp32 marks); use int8 with keep_fp32, or fp32"
+        )
+    if target.precision == "int8" and not policy.per_channel:
+        raise RecipeError("precision_policy.per_channel: NNCF quantizes OpenVINO weights per channel only; set it to true")
+
+
 def compile_options(precision: str, threads: int) -> dict[str, Any]:
     return {
         "INFERENCE_PRECISION_HINT": HINTS[precision],
@@ -56,8 +66,6 @@ def _quantize(model: Any, plan: Any) -> Any:
 
     if not plan.calibration:
         raise RecipeError("calibration: int8 needs calibration data (set calibration.source)")
-    if not plan.per_channel:
-        raise RecipeError("precision_policy.per_channel: NNCF quantizes OpenVINO weights per channel only; set it to true")
     estimator = getattr(RangeEstimatorParametersSet, RANGE_ESTIMATORS[plan.calibration_method])
     ignored = nncf.IgnoredScope(names=_ov_names(model, plan.keep_fp32), validate=False) if plan.keep_fp32 else None
     with _quiet():
@@ -146,9 +154,11 @@ class Runner:
         self.core = ov.Core()
         if cache_dir is not None:
             self.core.set_property({"CACHE_DIR": str(cache_dir)})
+        self.model_path = Path(model_path)
+        self._model = None  # read only when a static-shape compilation needs it
         try:
-            self.model = self.core.read_model(str(model_path))
-            self.compiled = self.core.compile_model(self.model, "CPU", self.options)
+            # Compiling from the path lets OpenVINO skip reading the IR when its cache holds the blob.
+            self.compiled = self.core.compile_model(str(model_path), "CPU", self.options)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad IR
             raise ArtifactError(f"{model_path}: openvino cannot load the model ({str(exc).splitlines()[0][:200]})") from None
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
@@ -172,7 +182,9 @@ class Runner:
         with self._lock:
             if frames in self._static:
                 return
-            model = self.model.clone()
+            if self._model is None:
+                self._model = self.core.read_model(str(self.model_path))
+            model = self._model.clone()
             model.reshape({name: list(feed[name].shape) for name in self.input_names})
             self._static[frames] = self.core.compile_model(model, "CPU", self.options)
 

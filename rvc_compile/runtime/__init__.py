@@ -86,13 +86,33 @@ class CompiledVoice:
         return np.asarray(self.runner.run(inputs), dtype=np.float32).reshape(-1)
 
 
-def load(path: str | Path, *, threads: int | None = None, allow_tampered: bool = False) -> CompiledVoice:
-    """Load an artifact folder after checking every file's hash (``allow_tampered`` skips the refusal)."""
+def compile_cache_dir(path: Path, manifest: dict[str, Any], override: str | Path | None = None) -> Path | None:
+    """Where the backend keeps compiled blobs for this artifact: ``override`` ("none" disables), else the
+    artifact's recorded policy (target.compile_cache): the user's build cache, beside the artifact, none."""
+    if override is not None:
+        return None if str(override) == "none" else Path(override)
+    policy = manifest.get("target", {}).get("compile_cache", "none")
+    if policy == "user":
+        from ..cache import resolve_cache_dir
+
+        return resolve_cache_dir(None) / "compiled" / manifest["backend"]["name"]
+    if policy == "beside":
+        return path.parent / f"{path.name}.compile-cache"
+    return None
+
+
+def load(
+    path: str | Path, *, threads: int | None = None, allow_tampered: bool = False, compile_cache: str | Path | None = None,
+) -> CompiledVoice:
+    """Load an artifact folder after checking every file's hash (``allow_tampered`` skips the refusal).
+
+    ``compile_cache``: a folder for the backend's compiled blobs, or "none"; by default the artifact's
+    recorded policy. The first load compiles and fills it; later loads read the compiled model."""
     path = Path(path)
     start = time.perf_counter()
     manifest = verify_or_raise(path, allow_tampered=allow_tampered)
     backend = get_backend(manifest["backend"]["name"], for_build=False)
-    runner = backend.load(path, manifest["backend"], threads=threads)
+    runner = backend.load(path, manifest["backend"], threads=threads, cache_dir=compile_cache_dir(path, manifest, compile_cache))
     return CompiledVoice(path, manifest, runner, time.perf_counter() - start)
 
 
