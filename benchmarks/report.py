@@ -118,6 +118,10 @@ def _targets(bench: dict[str, Any], sections: dict[str, Any]) -> list[tuple[str,
             out.append((name, f"<= {needed:g}", f"{cache[key]:.3f}", "PASS" if cache[key] <= needed else "FAIL"))
         else:
             out.append((name, f"<= {needed:g}", "not measured (benchmarks/section_cache.py, issue 6)", "PENDING"))
+    if cache.get("precision_change_hits") is not None:
+        reused = [stage for stage in cache["precision_change_hits"] if stage == "capture" or stage.startswith("pass:")]
+        out.append(("precision-only change reuses capture and passes", "cache hits", ", ".join(cache["precision_change_hits"]) or "none",
+                    "PASS" if "capture" in reused and len(reused) == len([s for s in cache["precision_change_hits"] + cache["precision_change_misses"] if s == "capture" or s.startswith("pass:")]) else "FAIL"))
     return out
 
 

@@ -21,3 +21,7 @@ def run(context: dict[str, Any]) -> dict[str, Any]:
     )
     results["markdown"] = markdown(results)
     return results
+
+
+def render(result: dict[str, Any]) -> str:
+    return result["markdown"]
