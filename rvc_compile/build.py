@@ -106,12 +106,13 @@ class _Reference:
     the architecture itself (``prune``): the artifact implements that model, and is checked against it.
     Every stage is checked on the same inputs, so each reference output is computed once."""
 
-    def __init__(self, spec: Any, state_dict: dict[str, Any], threads: int):
+    def __init__(self, spec: Any, state_dict: dict[str, Any], threads: int, *, stages: Any = None, model_key: str | None = None):
         self.spec, self.state_dict, self.threads = spec, state_dict, threads
+        self.stages, self.model_key = stages, model_key  # with both, outputs are shared through the build cache
         self._model = None
         self._outputs: dict[str, np.ndarray] = {}
 
-    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    def _compute(self, inputs: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
         import torch
 
         from .model import build_model
@@ -119,11 +120,33 @@ class _Reference:
         if self._model is None:
             torch.set_num_threads(max(1, self.threads))
             self._model = build_model(self.spec, self.state_dict)
-        names = self._model.input_names
+        with torch.inference_mode():
+            return self._model(*[torch.from_numpy(inputs[name]) for name in names]).numpy()
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        from .model import input_names
+
+        names = input_names(self.spec)
         key = hashlib.sha256(b"".join(np.ascontiguousarray(inputs[name]).tobytes() for name in names)).hexdigest()
-        if key not in self._outputs:
-            with torch.inference_mode():
-                self._outputs[key] = self._model(*[torch.from_numpy(inputs[name]) for name in names]).numpy()
+        if key in self._outputs:
+            return self._outputs[key]
+        if self.stages is None or self.model_key is None:
+            self._outputs[key] = self._compute(inputs, names)
+            return self._outputs[key]
+        # Every recipe built from one checkpoint checks against the same reference outputs: compute
+        # each once per cache (an eager run of 10 s of audio costs as much as the rest of a check).
+        from .build_stages import code_fingerprint
+        from .cache import stage_key
+
+        cache_key = stage_key("reference-output", inputs={"model": self.model_key, "inputs": key},
+                              libraries={**library_versions("torch", "numpy"), "rvc_compile_code": code_fingerprint()})
+
+        def produce(folder: Path) -> None:
+            np.save(folder / "audio.npy", self._compute(inputs, names))
+
+        entry, _ = self.stages.store.get_or_create(cache_key, produce, stage="reference-output")
+        with entry:
+            self._outputs[key] = np.load(entry.file("audio.npy"), allow_pickle=False)
         return self._outputs[key]
 
 
@@ -193,7 +216,6 @@ class _Build:
             raise CheckpointError(f"{checkpoint.path}: sha256 {checkpoint.sha256} does not match the recipe's pin source.sha256 {recipe.source.sha256}")
         self.checkpoint, self.spec = checkpoint, checkpoint.spec
         self.state_dict = checkpoint.state_dict
-        self.reference = _Reference(checkpoint.spec, checkpoint.state_dict, self.threads)
         spec = self.spec
         self.log(f"loaded {checkpoint.path.name}: {spec.version} {spec.sample_rate_tag} f0={int(spec.f0)} ({checkpoint.layout})")
         self.source_inputs = {"checkpoint": checkpoint.sha256}
@@ -201,6 +223,8 @@ class _Build:
             from .checkpoint import sha256_file
 
             self.source_inputs["config"] = sha256_file(Path(recipe.source.config))
+        model_key = hashlib.sha256(json.dumps(self.source_inputs, sort_keys=True).encode()).hexdigest()
+        self.reference = _Reference(checkpoint.spec, checkpoint.state_dict, self.threads, stages=self.stages, model_key=model_key)
 
     def capture(self) -> None:
         from .capture import export_onnx, multi_length_check
@@ -247,7 +271,11 @@ class _Build:
 
         self.spec = ModelSpec.from_dict(derived["spec"], source=f"{self.checkpoint.path} (after the recipe's torch passes)")
         self.state_dict = derived["state_dict"]
-        self.reference = _Reference(self.spec, self.state_dict, self.threads)
+        digest = hashlib.sha256()
+        for name in sorted(self.state_dict):
+            digest.update(name.encode())
+            digest.update(self.state_dict[name].detach().cpu().contiguous().numpy().tobytes())
+        self.reference = _Reference(self.spec, self.state_dict, self.threads, stages=self.stages, model_key=digest.hexdigest())
         self.log("reference: the model the torch passes derived (its fp32 output is what the artifact must match)")
 
     def onnx_passes_stage(self) -> None:
