@@ -17,7 +17,7 @@ def run(context: dict[str, Any]) -> dict[str, Any]:
     quick = bool(context.get("quick"))
     results = measure(
         Path(context["checkpoint"]), Path(context["work"]) / "pruning", threads=int(context.get("threads", 2)),
-        steps=6 if quick else 60, repeats=2 if quick else 5, log=context.get("log", print),
+        steps=6 if quick else 40, repeats=2 if quick else 5, log=context.get("log", print),
     )
     results["markdown"] = markdown(results)
     return results

@@ -28,19 +28,28 @@ def make_feed(frames, seed=0):
 
 
 @pytest.mark.parametrize("total", [1, 37, 50, 51, 99, 100, 101, 333, 1000])
-def test_spans_cover_the_input_with_equal_length_calls(total):
+def test_spans_cover_the_input_with_full_windows_and_a_short_last_one(total):
     plan = WindowPlan(frames=50, context=6, crossfade=4)
-    spans = plan.spans(total)
+    spans = plan.spans(total, min_frames=10)
     if total <= 50:
         assert spans == [(0, total, 0, total)]
         return
     assert spans[0][2] == 0 and spans[-1][3] == total
+    assert all(end - start == 50 for start, end, _, _ in spans[:-1]), "full windows: the statically compiled length"
+    assert 10 <= spans[-1][1] - spans[-1][0] <= 50
     for (start, end, kept_start, kept_end), following in zip(spans, spans[1:] + [None]):
-        assert end - start == 50, "every windowed call has the window's length (static-shape friendly)"
         assert start <= kept_start < kept_end <= end
+        assert kept_start == 0 or kept_start - start >= plan.context, "a kept region never starts at a cut"
+        assert kept_end == total or end - kept_end >= plan.context, "nor ends at one"
         if following is not None:
             assert following[2] == kept_end - plan.crossfade, "adjacent windows overlap by the crossfade"
-            assert following[2] - following[0] >= min(plan.context, following[2]), "a kept region never starts at a cut"
+    computed = sum(end - start for start, end, _, _ in spans)
+    assert computed <= total + len(spans) * (2 * plan.context + plan.crossfade), "work is the input plus the overlaps"
+
+
+def test_three_windows_of_work_take_three_windows_plus_a_sliver():
+    spans = WindowPlan(frames=1000, context=8, crossfade=4).spans(3000, min_frames=10)
+    assert [end - start for start, end, _, _ in spans] == [1000, 1000, 1000, 60]
 
 
 def test_windowed_run_is_exact_for_a_pointwise_graph_and_uses_bounded_calls():
@@ -51,9 +60,9 @@ def test_windowed_run_is_exact_for_a_pointwise_graph_and_uses_bounded_calls():
         calls.append(window_feed["features"].shape[1])
         return pointwise(window_feed)
 
-    out = run_windowed(run, feed, WindowPlan(frames=64, context=8, crossfade=4), HOP)
+    out = run_windowed(run, feed, WindowPlan(frames=64, context=8, crossfade=4), HOP, min_frames=5)
     np.testing.assert_allclose(out, pointwise(feed).reshape(-1), rtol=0, atol=1e-5)
-    assert len(calls) > 10 and set(calls) == {64}
+    assert len(calls) > 10 and set(calls[:-1]) == {64} and 5 <= calls[-1] <= 64
 
 
 def test_crossfade_blends_two_windows_linearly():

@@ -78,7 +78,7 @@ class CompiledVoice:
         """
         inputs = self.graph_inputs(features, f0, speaker, noise, labels)
         if self.window is not None:
-            return run_windowed(self.runner.run, inputs, self.window, self.hop_length)
+            return run_windowed(self.runner.run, inputs, self.window, self.hop_length, self.min_frames)
         return np.asarray(self.runner.run(inputs), dtype=np.float32).reshape(-1)
 
     def run_graph(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -21,38 +21,39 @@ TIME_AXES = {"features": (1, False), "f0": (1, False), "prior_noise": (2, False)
 
 @dataclass(frozen=True)
 class WindowPlan:
-    frames: int  # frames per graph call
+    frames: int  # frames per graph call (every window but the last has exactly this many)
     context: int  # frames on each side a window sees but does not keep
-    crossfade: int  # frames over which two windows blend (half on each side of a boundary)
+    crossfade: int  # frames over which two windows blend
 
     @property
     def step(self) -> int:
-        """Kept frames per window (the distance between window starts)."""
+        """Kept frames per full window in the middle of an input (the distance between window starts)."""
         return self.frames - 2 * self.context - self.crossfade
 
     def validate(self) -> None:
         if self.context < 0 or self.crossfade < 0 or self.step < 1:
             raise ValueError(f"window of {self.frames} frames cannot hold context {self.context} x 2 and crossfade {self.crossfade}")
 
-    def spans(self, total: int) -> list[tuple[int, int, int, int]]:
-        """(input start, input end, kept start, kept end) per window; kept ranges overlap by ``crossfade``."""
+    def spans(self, total: int, min_frames: int = 1) -> list[tuple[int, int, int, int]]:
+        """(input start, input end, kept start, kept end) per window; kept ranges overlap by ``crossfade``.
+
+        Full windows of ``frames`` step along the input (the length an OpenVINO artifact compiles
+        statically); the last window is only as long as what is left needs (at least ``min_frames``),
+        so the work is the input plus the overlaps, not a multiple of the window.
+        """
         if total <= self.frames:
             return [(0, total, 0, total)]
         spans = []
         kept_start = 0
         while True:
-            kept_end = min(kept_start + self.step + self.crossfade, total)
             start = max(0, kept_start - self.context)
-            end = min(total, kept_end + self.context)
-            # Windows at the edges borrow context from the inside so every call has the same length.
-            if end - start < self.frames:
-                if start == 0:
-                    end = min(total, self.frames)
-                else:
-                    start = max(0, end - self.frames)
-            spans.append((start, end, kept_start, kept_end))
-            if kept_end >= total:
+            if start + self.frames >= total:
+                start = max(0, min(start, total - min_frames))
+                spans.append((start, total, kept_start, total))
                 return spans
+            end = start + self.frames
+            kept_end = end - self.context
+            spans.append((start, end, kept_start, kept_end))
             kept_start = kept_end - self.crossfade
 
 
@@ -70,10 +71,12 @@ def slice_inputs(feed: dict[str, np.ndarray], start: int, end: int, hop_length: 
     return out
 
 
-def run_windowed(run: Callable[[dict[str, np.ndarray]], np.ndarray], feed: dict[str, np.ndarray], plan: WindowPlan, hop_length: int) -> np.ndarray:
+def run_windowed(
+    run: Callable[[dict[str, np.ndarray]], np.ndarray], feed: dict[str, np.ndarray], plan: WindowPlan, hop_length: int, min_frames: int = 1,
+) -> np.ndarray:
     """Audio float32 [T * hop] for ``feed`` (graph inputs of T frames), one window at a time."""
     total = int(feed["features"].shape[1])
-    spans = plan.spans(total)
+    spans = plan.spans(total, min_frames)
     if len(spans) == 1:
         return np.asarray(run(feed), dtype=np.float32).reshape(-1)
     audio = np.zeros(total * hop_length, dtype=np.float32)
