@@ -33,20 +33,22 @@ from .spec import CONFIG_FIELDS, FEATURE_DIM, SAMPLE_RATE_TAGS, ModelSpec, from_
 MAX_UNPACKED_BYTES = 4 * 1024**3
 # torch.save stores members uncompressed; a high ratio means a crafted archive.
 MAX_COMPRESSION_RATIO = 50
-# Bounds on a checkpoint's 18-entry config, far above any RVC model (6 layers, <= 5 upsampling stages,
-# channels <= 768, 48 kHz). A config past them is crafted: building even a meta-device model of it would
-# spend minutes and gigabytes before the weights are compared with it.
 # A pickle builds its objects from references to earlier ones, so a 1 MB file can describe 10^9 nested
 # values: harmless until something walks or hashes them (the unpickler hashes dict keys, error messages
 # print values), then hours of CPU. An RVC checkpoint's pickle holds ~10^4 values; a training one ~10^5.
 MAX_PICKLE_VALUES = 10_000_000
 MAX_PICKLE_DEPTH = 1000
+# Bounds on a checkpoint's 18-entry config, far above any RVC model (6 layers, <= 5 upsampling stages,
+# channels <= 768, 48 kHz). A config past them is crafted: building even a meta-device model of it would
+# spend minutes and gigabytes before the weights are compared with it.
 MAX_CONFIG_INT = 1 << 20
 MAX_CONFIG_LIST = 16
 MAX_LAYERS = 128
 # Errors the interpretation of an unpickled payload can raise on malformed data that no specific check
 # names: they become one CheckpointError naming the file, never a traceback.
 _MALFORMED = (TypeError, ValueError, IndexError, KeyError, AttributeError, ZeroDivisionError, OverflowError, RuntimeError, NotImplementedError, RecursionError)
+# What zipfile raises on damaged headers (NotImplementedError: a header claiming "zip file version 6.4").
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error, struct.error, IndexError)
 WEIGHT_NORM_SUFFIXES = {
     "weight_g": "g",
     "weight_v": "v",
@@ -92,17 +94,26 @@ def _describe(value: Any) -> str:
         return f"a {type(value).__name__}"
 
 
+def _is_zipfile(path: Path) -> bool:
+    """``zipfile.is_zipfile``, which itself raises on some damaged end records (a zip64 locator claiming
+    several disks): those are corrupt archives."""
+    try:
+        return zipfile.is_zipfile(path)
+    except _ZIP_ERRORS as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint archive ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+
+
 def _check_container(path: Path) -> None:
     """Refuse archives whose declared contents would exhaust memory before torch reads them."""
-    if not zipfile.is_zipfile(path):
+    if not _is_zipfile(path):
         # Pre-1.6 torch files are bare pickles; weights_only still refuses code, and size is bounded
         # by the file itself.
         return
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: corrupt checkpoint archive ({exc})") from None
+    except _ZIP_ERRORS as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint archive ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
     total = sum(member.file_size for member in members)
     if total > MAX_UNPACKED_BYTES:
         raise CheckpointError(f"{path}: archive declares {total} bytes of tensors, over the {MAX_UNPACKED_BYTES}-byte limit")
@@ -191,12 +202,12 @@ def _expansion(root: list) -> tuple[int, int]:
 
 def _check_pickle(path: Path) -> None:
     """Refuse pickles whose objects, expanded, hold more values (or nest deeper) than any checkpoint."""
-    if zipfile.is_zipfile(path):
+    if _is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
                 names = [name for name in archive.namelist() if name.endswith("data.pkl")]
                 streams = [io.BytesIO(archive.read(names[0]))] if names else []
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as exc:
+        except _ZIP_ERRORS as exc:
             raise CheckpointError(f"{path}: corrupt checkpoint archive ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
         count = 1
     else:
@@ -244,7 +255,7 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"{path}: refused: the file is not plain tensor data ({first[:160]})") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError, TypeError, IndexError,
             struct.error, zlib.error, NotImplementedError, OverflowError, RecursionError) as exc:  # what a damaged file makes torch raise
-        if not zipfile.is_zipfile(path):
+        if not _is_zipfile(path):
             with open(path, "rb") as handle:
                 magic = handle.read(2)
             if not magic.startswith((b"\x80", b"PK")):
