@@ -83,8 +83,8 @@ def _files(folder: Path, pattern: str, *, hidden: bool = True) -> list[Path]:
 
 MARKERS = {
     "artifact temp folder created": lambda b: bool(b.temporary_folders()),
-    "calibration set being written to the cache (temporary file)": lambda b: bool(_files(b.cache / "calibration", ".tmp-*")),
-    "cache staging folder present": lambda b: bool(_files(b.cache / "tmp", "*")),
+    # Whichever the build writes: a stage's staging folder in tmp/, or calibration.py's temporary file.
+    "a cache entry being written (staging folder or temporary file)": lambda b: bool(_files(b.cache / "tmp", "*") or _files(b.cache / "calibration", ".tmp-*")),
     "first cache entry committed": lambda b: bool(_files(b.cache / "stages", "*/*") or _files(b.cache / "calibration", "*.npz", hidden=False)),
     "backend file written in the temp folder": lambda b: any((d / "model.onnx").exists() for d in b.temporary_folders()),
     "golden case written in the temp folder": lambda b: any(_files(d / "golden", "*.npz") for d in b.temporary_folders()),
@@ -167,7 +167,7 @@ def recipe(tmp_path, checkpoint_factory) -> Path:
 
 # -- killed builds ------------------------------------------------------------------------------------
 
-DEFAULT_MARKERS = ["artifact temp folder created", "calibration set being written to the cache (temporary file)", "backend file written in the temp folder",
+DEFAULT_MARKERS = ["artifact temp folder created", "a cache entry being written (staging folder or temporary file)", "backend file written in the temp folder",
                    "report written in the temp folder (the commit is next)"]
 
 

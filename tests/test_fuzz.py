@@ -626,6 +626,27 @@ def test_fuzz_cli_exit_codes(tmp_path, real_checkpoint, recipe_text, tiny_artifa
 
 # -- coverage-guided fuzzing (atheris) ------------------------------------------------------------
 
+def test_inputs_atheris_found_stay_fixed(tmp_path, checkpoint_factory, hostile):
+    """Regressions from atheris runs, rebuilt from what made them fail."""
+    import struct
+
+    original = checkpoint_factory().read_bytes()
+    cases = {
+        # (offset of the field, its struct format, the value): what atheris changed
+        "a zip central directory claiming 'version needed to extract 6.4' (zipfile raised NotImplementedError)": (original.find(b"PK\x01\x02") + 6, "<H", 64),
+        "a zip64 end locator claiming 2 disks (zipfile.is_zipfile itself raised BadZipFile)": (original.rfind(b"PK\x06\x07") + 16, "<I", 2),
+    }
+    for name, (offset, layout, value) in cases.items():
+        row = hostile.case("Fuzzing: checkpoint loader", f"found by atheris: {name}", expect="CheckpointError 'corrupt checkpoint archive'")
+        data = bytearray(original)
+        struct.pack_into(layout, data, offset, value)
+        path = tmp_path / "found.pth"
+        path.write_bytes(bytes(data))
+        with pytest.raises(CheckpointError, match="corrupt checkpoint archive") as info:
+            load_checkpoint(path)
+        row.observe(check_error(info.value, CheckpointError, path))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["checkpoint", "recipe", "manifest"])
 def test_atheris_finds_no_crash(tmp_path, target, checkpoint_factory, tiny_artifact, hostile):
