@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench bench-quick clean
+.PHONY: setup demo test test-fast reliability bench bench-quick clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +18,16 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m rvc_compile.demo
 
+# Also writes the hostile-input table of this run (docs/RELIABILITY.md's format) to out/RELIABILITY.md.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --reliability-report=out/RELIABILITY.md
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Only the hostile-input and fault tests; regenerates docs/RELIABILITY.md (~15 min on 2 cores).
+reliability: $(STAMP)
+	$(BIN)/python -m pytest -q -m reliability --reliability-report=docs/RELIABILITY.md
 
 # The benchmark suite behind docs/PERFORMANCE.md: builds every recipe in recipes/ against the full-size
 # demo checkpoint, benchmarks them against the baselines and the floor (~20 min on 2 cores).

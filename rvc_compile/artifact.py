@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -17,7 +18,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import ArtifactError
+from .errors import ArtifactError, is_storage_error, storage_error_message
 
 FORMAT_VERSION = 2  # 2: golden cases hold user-level inputs; model.host_source
 MANIFEST = "manifest.json"
@@ -130,13 +131,17 @@ class ArtifactWriter:
         self.committed = self.final
         return self.final
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> None:
         if self.committed is None:
             shutil.rmtree(self.dir, ignore_errors=True)
             try:
                 self.parent.rmdir()  # only succeeds if this build created it and left it empty
             except OSError:
                 pass
+        if exc is not None and is_storage_error(exc):
+            # A full disk (or quota, file size limit, read-only folder) anywhere in the build is the
+            # user's to fix: one line naming the file, like every user error.
+            raise ArtifactError(f"{storage_error_message(exc)}; the build of {self.final} was abandoned and nothing was written") from None
 
 
 def clean_stale(parent: Path, max_age_s: float = STALE_AFTER_S) -> list[Path]:
@@ -154,12 +159,22 @@ def clean_stale(parent: Path, max_age_s: float = STALE_AFTER_S) -> list[Path]:
     return removed
 
 
+def _encodable(name: str) -> bool:
+    try:
+        name.encode("utf-8")  # a lone surrogate (JSON can spell one) names no file
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _safe_relative(name: Any, directory: Path) -> str:
-    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
-        raise ArtifactError(f"{directory / MANIFEST}: invalid file name {name!r} in 'files'")
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name or not _encodable(name):
+        raise ArtifactError(f"{directory / MANIFEST}: invalid file name {_short(name)} in 'files'")
     posix = PurePosixPath(name)
     if posix.is_absolute() or ".." in posix.parts or name != posix.as_posix():
-        raise ArtifactError(f"{directory / MANIFEST}: file name {name!r} escapes the artifact folder")
+        raise ArtifactError(f"{directory / MANIFEST}: file name {_short(name)} escapes the artifact folder")
+    if len(name) > 1024 or any(len(part.encode("utf-8")) > 255 for part in posix.parts):
+        raise ArtifactError(f"{directory / MANIFEST}: file name {_short(name)} is too long for a file system")
     return name
 
 
@@ -180,33 +195,33 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: unreadable ({exc})") from None
     try:
         manifest = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ArtifactError(f"{path}: not valid JSON ({str(exc)[:120]})") from None
+    except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer past Python's digit limit
+        raise ArtifactError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{path}: expected a JSON object")
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
         raise ArtifactError(f"{path}: missing keys {', '.join(missing)}")
     if manifest["format_version"] != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format version {manifest['format_version']!r}; this rvc-compile reads {FORMAT_VERSION}")
+        raise ArtifactError(f"{path}: format version {_short(manifest['format_version'])}; this rvc-compile reads {FORMAT_VERSION}")
     files = manifest["files"]
     if not isinstance(files, dict):
         raise ArtifactError(f"{path}: 'files' must be an object")
     for name, entry in files.items():
         _safe_relative(name, directory)
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("size"), int):
-            raise ArtifactError(f"{path}: entry for {name!r} needs sha256 and size")
+            raise ArtifactError(f"{path}: entry for {_short(name)} needs sha256 and size")
     for key in ("backend", "model", "signature", "target", "latency", "accuracy_budget"):
         if not isinstance(manifest[key], dict):
             raise ArtifactError(f"{path}: '{key}' must be an object")
     if not isinstance(manifest["golden"], list):
         raise ArtifactError(f"{path}: 'golden' must be a list")
     backend_files = manifest["backend"].get("files", {})
-    if not isinstance(backend_files, dict) or any(name not in files for name in backend_files.values()):
+    if not isinstance(backend_files, dict) or any(not isinstance(name, str) or name not in files for name in backend_files.values()):
         raise ArtifactError(f"{path}: backend files are not listed in 'files'")
     for entry in manifest["golden"]:
-        if not isinstance(entry, dict) or entry.get("file") not in files:
-            raise ArtifactError(f"{path}: golden case {entry!r} is not listed in 'files'")
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or entry["file"] not in files:
+            raise ArtifactError(f"{path}: golden case {_short(entry)} is not listed in 'files'")
     return manifest
 
 
@@ -217,12 +232,18 @@ def check_integrity(directory: Path) -> list[str]:
     problems = []
     digest_path = directory / MANIFEST_DIGEST
     try:
-        recorded = digest_path.read_text().split()[0]
-    except (OSError, IndexError, UnicodeDecodeError):
+        recorded_text = digest_path.read_text()
+    except (OSError, UnicodeDecodeError):
         problems.append(f"{MANIFEST_DIGEST}: missing or unreadable")
     else:
-        if sha256_file(directory / MANIFEST) != recorded:
-            problems.append(f"{MANIFEST}: contents changed (sha256 differs from {MANIFEST_DIGEST})")
+        actual = sha256_file(directory / MANIFEST)
+        # The whole line is checked, not just its first word: any changed byte of the file is tampering.
+        if recorded_text != f"{actual}  {MANIFEST}\n":
+            recorded = recorded_text.split()[0] if recorded_text.split() else ""
+            if recorded == actual:
+                problems.append(f"{MANIFEST_DIGEST}: edited (not the line '<sha256>  {MANIFEST}' rvc-compile writes)")
+            else:
+                problems.append(f"{MANIFEST}: contents changed (sha256 differs from {MANIFEST_DIGEST})")
     for name, entry in manifest["files"].items():
         path = directory / name
         if not path.is_file() or path.is_symlink():
@@ -251,3 +272,93 @@ def verify_or_raise(directory: Path, *, allow_tampered: bool = False) -> dict[st
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise ArtifactError(f"{directory}: integrity check failed: {problems[0]}{more}; pass allow_tampered=True to load anyway")
     return manifest
+
+
+# -- the sections the runtime and verify read -------------------------------------------------------
+
+# Far above any real artifact; past them a manifest is damaged or crafted (and would make the runtime
+# allocate absurd noise arrays).
+_LIMITS = {"sample_rate": 1_000_000, "hop_length": 100_000, "feature_dim": 65_536, "inter_channels": 65_536, "n_speakers": 1_000_000, "frames": 100_000_000}
+
+
+def check_sections(manifest: dict[str, Any], directory: Path, *, backends: Any = None) -> dict[str, Any]:
+    """Check the types and ranges of what ``runtime`` and ``verify`` read (``model``, ``signature``,
+    ``golden``, ``latency``, ``accuracy_budget``, ``target.threads``); ArtifactError (exit 2) naming the
+    key otherwise. ``read_manifest`` checks the structure every artifact has; this, what a runnable one needs."""
+    where = Path(directory) / MANIFEST
+
+    def fail(key: str, message: str) -> ArtifactError:
+        return ArtifactError(f"{where}: {key}: {message}")
+
+    def integer(value: Any, key: str, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise fail(key, f"expected an integer from {low} to {high}, got {_short(value)}")
+        return value
+
+    def number(value: Any, key: str, *, positive: bool = False) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (positive and value <= 0):
+            raise fail(key, f"expected a finite{' positive' if positive else ''} number, got {_short(value)}")
+        return float(value)
+
+    def mapping(value: Any, key: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise fail(key, f"expected an object, got {_short(value)}")
+        return value
+
+    def array(value: Any, key: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise fail(key, f"expected a list, got {_short(value)}")
+        return value
+
+    model = mapping(manifest.get("model"), "model")
+    for key in ("sample_rate", "hop_length", "feature_dim", "inter_channels", "n_speakers"):
+        integer(model.get(key), f"model.{key}", 1, _LIMITS[key])
+    if not isinstance(model.get("f0"), bool):
+        raise fail("model.f0", f"expected true or false, got {_short(model.get('f0'))}")
+    if model.get("fixed_speaker") is not None:
+        integer(model["fixed_speaker"], "model.fixed_speaker", 0, model["n_speakers"] - 1)
+    frames = mapping(model.get("frames"), "model.frames")
+    low = integer(frames.get("min"), "model.frames.min", 1, _LIMITS["frames"])
+    integer(frames.get("max"), "model.frames.max", low, _LIMITS["frames"])
+    signature = mapping(manifest.get("signature"), "signature")
+    names = []
+    for index, item in enumerate(array(signature.get("inputs"), "signature.inputs")):
+        name = mapping(item, f"signature.inputs[{index}]").get("name")
+        if not isinstance(name, str) or name in names:
+            raise fail(f"signature.inputs[{index}].name", f"expected a new input name, got {_short(name)}")
+        names.append(name)
+    if "features" not in names:
+        raise fail("signature.inputs", "has no 'features' input")
+    backend = mapping(manifest.get("backend"), "backend")
+    if not isinstance(backend.get("name"), str) or backends is not None and backend["name"] not in backends:
+        known = f" (this rvc-compile loads {', '.join(backends)})" if backends is not None else ""
+        raise fail("backend.name", f"unknown backend {_short(backend.get('name'))}{known}")
+    integer(mapping(manifest.get("target"), "target").get("threads"), "target.threads", 1, 4096)
+    for index, entry in enumerate(array(manifest.get("golden"), "golden")):
+        entry = mapping(entry, f"golden[{index}]")
+        for key in ("name", "file"):
+            if not isinstance(entry.get(key), str):
+                raise fail(f"golden[{index}].{key}", f"expected a string, got {_short(entry.get(key))}")
+        integer(entry.get("frames"), f"golden[{index}].frames", 1, _LIMITS["frames"])
+        number(entry.get("seconds"), f"golden[{index}].seconds", positive=True)
+    latency = mapping(manifest.get("latency"), "latency")
+    for index, seconds in enumerate(array(latency.get("seconds"), "latency.seconds")):
+        number(seconds, f"latency.seconds[{index}]", positive=True)
+    integer(latency.get("repeat"), "latency.repeat", 1, 1_000_000)
+    integer(latency.get("warmup"), "latency.warmup", 0, 1_000_000)
+    for index, goal in enumerate(array(latency.get("goals"), "latency.goals")):
+        goal = mapping(goal, f"latency.goals[{index}]")
+        number(goal.get("seconds"), f"latency.goals[{index}].seconds", positive=True)
+        number(goal.get("max_rtf"), f"latency.goals[{index}].max_rtf", positive=True)
+    for key, value in mapping(manifest.get("accuracy_budget"), "accuracy_budget").items():
+        if value is not None:
+            number(value, f"accuracy_budget.{key}")
+    return manifest
+
+
+def _short(value: Any) -> str:
+    """A bounded description of a manifest value for an error message."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        return f"an integer of {value.bit_length()} bits"
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else f"a JSON {type(value).__name__}"
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -29,6 +29,10 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
         else:
             raise InputError(f"{path}: output must end in .wav or .npy")
         tmp.replace(path)
+    except OSError as exc:
+        if exc.filename is None:  # the wave module's writes name no file: say which output failed
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

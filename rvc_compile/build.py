@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -374,7 +375,6 @@ class _Build:
 
         policy = self.recipe.precision_policy
         trial_root = self.workdir / "accuracy-aware"
-        ranking_holder: dict[str, Any] = {}
 
         def trial(extra: list[str]) -> Trial:
             candidate = dataclasses.replace(plan, keep_fp32=[name for name in plan.layers if name in set(plan.keep_fp32) | set(extra)])
@@ -400,7 +400,6 @@ class _Build:
         )
         flops = layer_flops(state.model, self.input_names, validation[0], seconds=validation[0]["features"].shape[1] / self.spec.frames_per_second)
         ranking = sorted(sensitivity, key=lambda name: sensitivity[name]["snr_db"])
-        ranking_holder["ranking"] = ranking
         result = search(ranking, lambda extra: first if not extra else trial(extra), max_layers=policy.max_fp32_layers, log=self.log)
         kept = result.extra_fp32
         self.log(f"accuracy-aware: {len(kept)} extra layer(s) kept fp32: {', '.join(kept[:6])}{' ...' if len(kept) > 6 else ''}")
@@ -573,9 +572,9 @@ def build(
     out_root = Path(out_dir) if out_dir is not None else Path(recipe.output_dir)
 
     with ArtifactWriter(out_root, recipe.name, recipe.version, force=force) as writer, \
-            tempfile.TemporaryDirectory(prefix="rvc-compile-") as scratch, \
-            StageRunner(cache_dir, use_cache=use_cache, log=log) as stages:
-        run = _Build(recipe, stages, Path(scratch), log)
+            StageRunner(cache_dir, use_cache=use_cache, log=log) as stages, \
+            stages.store.scratch() as scratch:
+        run = _Build(recipe, stages, scratch, log)
         run.started = started
         run.load()
         run.capture()
@@ -596,6 +595,7 @@ def _evaluate_in_subprocess(artifact_dir: Path, manifest: dict[str, Any], workdi
     process = subprocess.run(
         [sys.executable, "-m", "rvc_compile.evaluate", str(artifact_dir), str(manifest_path), str(result_path)],
         capture_output=True, text=True,
+        env={**os.environ, "TMPDIR": str(workdir)},  # its temporary files (compile blobs) go to the build's scratch
     )
     if process.returncode != 0 or not result_path.exists():
         detail = (process.stderr.strip().splitlines() or ["no output"])[-1]

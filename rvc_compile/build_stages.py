@@ -43,6 +43,9 @@ class StageRunner:
             self._temporary = tempfile.TemporaryDirectory(prefix="rvc-compile-nocache-")
             cache_dir = Path(self._temporary.name)
         self.store = Store.open(cache_dir, log=log)
+        swept = self.store.sweep_scratch()
+        if swept:
+            log(f"removed the scratch folders of {swept} build(s) that did not finish")
         self.log = log
         self.records: list[dict[str, Any]] = []
         self._entries: list[Any] = []

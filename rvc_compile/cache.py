@@ -11,6 +11,7 @@ Layout (see docs/CACHE.md)::
     <root>/stages/<key[:2]>/<key>/last-used    empty; its mtime is the last hit (LRU pruning)
     <root>/locks/<key[:2]>/<key>.lock          per-key advisory lock
     <root>/tmp/                                staging folders (same filesystem, renamed into place)
+    <root>/tmp/build-<token>/                      one running build's scratch files (``Store.scratch``)
 
 Entries are immutable once renamed into place. Every read re-hashes the files: an entry that does not
 match its ``entry.json`` (bit rot, a truncated copy, an edit) is removed and reported as a miss, never
@@ -27,6 +28,7 @@ the same stage twice, and the atomic rename still keeps every entry whole.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import errno
@@ -41,7 +43,7 @@ import stat
 import sys
 import time
 from pathlib import Path, PurePath, PurePosixPath
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from . import __version__
 from .artifact import canonical_json, sha256_file
@@ -872,8 +874,62 @@ class Store:
         finally:
             lock.release()
 
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A private scratch folder in tmp/ for one build, removed when the block ends.
+
+        It lives in the cache (not TMPDIR) so that the files of a killed build are found again: the
+        build holds an exclusive lock on ``locks/scratch/<name>.lock`` while it runs, and
+        ``sweep_scratch`` (every build's start, ``prune``) removes folders whose lock nobody holds."""
+        self._ensure()
+        name = f"build-{os.getpid()}-{secrets.token_hex(4)}"
+        lock_dir = self.root / LOCKS_DIR / "scratch"
+        try:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._error("create the scratch lock folder", exc) from None
+        lock = _KeyLock(lock_dir / f"{name}.lock")
+        folder = self.root / TMP_DIR / name
+        try:
+            lock.acquire(exclusive=True)
+            folder.mkdir()
+        except OSError as exc:
+            lock.release()
+            raise self._error("create a scratch folder", exc) from None
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                lock.path.unlink()
+            lock.release()
+
+    def sweep_scratch(self) -> int:
+        """Remove the scratch folders of builds that died (their lock is free); returns how many."""
+        tmp, lock_dir = self.root / TMP_DIR, self.root / LOCKS_DIR / "scratch"
+        removed = 0
+        try:
+            folders = sorted(tmp.glob("build-*")) if tmp.is_dir() else []
+        except OSError:
+            return 0
+        for folder in folders:
+            lock = _KeyLock(lock_dir / f"{folder.name}.lock")
+            try:
+                if not lock_dir.is_dir() or not lock.acquire(exclusive=True, blocking=False):
+                    continue
+                shutil.rmtree(folder, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    lock.path.unlink()
+                removed += 1
+            except OSError:
+                continue
+            finally:
+                lock.release()
+        return removed
+
     def _sweep(self) -> None:
         """Remove what killed processes left: staging folders nobody holds, trash, unused lock files."""
+        self.sweep_scratch()
         tmp = self.root / TMP_DIR
         for path in sorted(tmp.iterdir()) if tmp.is_dir() else []:
             key = path.name.split("-", 1)[0]

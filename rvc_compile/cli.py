@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .errors import RvcCompileError
+from .errors import RvcCompileError, is_storage_error, storage_error_message
 
 
 class _Group(click.Group):
@@ -23,6 +23,13 @@ class _Group(click.Group):
         except RvcCompileError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except OSError as exc:
+            if not is_storage_error(exc):
+                raise
+            # A full disk or read-only folder is the user's to fix, like any user error (ArtifactWriter and
+            # the cache already say so for builds; this covers every other write: infer's output, pack...).
+            click.echo(f"error: {storage_error_message(exc)}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

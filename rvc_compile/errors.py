@@ -7,6 +7,22 @@ naming the file or key at fault. The CLI prints it without a traceback and exits
 
 from __future__ import annotations
 
+import errno
+
+# OSError numbers that mean the disk or folder cannot take the write (full, over quota, a file size
+# limit, read-only): the user's environment, reported in one line like any user error.
+STORAGE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS") if hasattr(errno, name))
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+
+
+def storage_error_message(exc: OSError) -> str:
+    """``PATH: No space left on device``, naming the file being written (a copy's destination)."""
+    where = exc.filename2 if getattr(exc, "filename2", None) is not None else exc.filename
+    return f"{where}: {exc.strerror or exc}" if where is not None else str(exc.strerror or exc)
+
 
 class RvcCompileError(Exception):
     """Base class of every error caused by the user's input. ``exit_code`` is what the CLI returns."""

@@ -33,13 +33,19 @@ def load_array(path: str | Path, what: str) -> np.ndarray:
 
 
 def _as_float32(array: np.ndarray, name: str, source: str) -> np.ndarray:
-    array = np.asarray(array)
+    try:
+        array = np.asarray(array)
+    except (ValueError, TypeError) as exc:  # ragged nested lists and the like
+        raise InputError(f"{source}: {name} is not an array ({str(exc).splitlines()[0][:120]})") from None
     if array.dtype.kind != "f":
         raise InputError(f"{source}: {name} must be floating point, got dtype {array.dtype}")
-    array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        raise InputError(f"{source}: {name} contains NaN or Inf")
-    return np.ascontiguousarray(array)
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range becomes inf: refused below
+        converted = array.astype(np.float32, copy=False)
+    if not np.isfinite(converted).all():
+        finite_before = array.dtype.itemsize > 4 and np.isfinite(array).all()
+        detail = "values beyond float32's range" if finite_before else "NaN or Inf"
+        raise InputError(f"{source}: {name} contains {detail}")
+    return np.ascontiguousarray(converted)
 
 
 def validate_inputs(
@@ -54,8 +60,12 @@ def validate_inputs(
     min_frames: int = 1,
     max_frames: int | None = None,
     labels: Mapping[str, str] | None = None,
+    sample_rate: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Check shapes, dtypes and values; return float32 ``features`` [T, C] and ``f0`` [T] (or None).
+
+    With ``sample_rate``, f0 must stay below the Nyquist frequency: a pitch the output cannot hold is a
+    mistake in the input (Hz confused with cents or MIDI, a bad pitch tracker), not something to render.
 
     Errors name ``source`` (the model), or the file an array came from when ``labels`` maps
     ``features``/``f0`` to file names (the CLI does).
@@ -92,6 +102,8 @@ def validate_inputs(
         raise InputError(f"{f0_source}: f0 has {f0.shape[0]} frames but features have {frames}")
     if (f0 < 0).any():
         raise InputError(f"{f0_source}: f0 has negative values (use 0 Hz for unvoiced frames)")
+    if sample_rate is not None and (f0 >= sample_rate / 2).any():
+        raise InputError(f"{f0_source}: f0 reaches {float(f0.max()):.6g} Hz, at or above the Nyquist frequency ({sample_rate / 2:g} Hz at {sample_rate} Hz)")
     return features, f0
 
 

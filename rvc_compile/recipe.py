@@ -13,6 +13,7 @@ import hashlib
 import math
 import os
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,18 @@ _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NOISE = re.compile(r"^(zero|seed:\d+)$")
 F0_RANGE_HZ = (50.0, 1100.0)  # the pitch range RVC extracts and maps to coarse pitch
+# A recipe holds a few hundred values; YAML aliases can make a small file expand to billions
+# ("billion laughs"), so reading stops far above any real recipe.
+MAX_RECIPE_VALUES = 100_000
+MAX_INT = 2**63 - 1  # recipe integers end up in C libraries (threads, frames, seeds)
+MAX_THREADS = 4096
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 60, 60, 6, 6, 3
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for error messages (a value may be a large or deeply nested structure)."""
+    return _SHORT.repr(value)
 
 
 # -- the schema ----------------------------------------------------------------------------------
@@ -228,6 +241,7 @@ class _Located:
         self.file = file
         self.lines: dict[tuple, int | str] = {}
         self.override_text: dict[tuple, str] = {}  # --set values as typed, for string-typed keys
+        self.values = 0  # YAML nodes turned into values so far (aliases count every time they expand)
 
     def where(self, path: tuple) -> str:
         while path and path not in self.lines:
@@ -246,6 +260,9 @@ def _node_to_python(node: Any, path: tuple, located: _Located) -> Any:
     import yaml
 
     located.lines.setdefault(path, node.start_mark.line + 1)
+    located.values += 1
+    if located.values > MAX_RECIPE_VALUES:
+        raise RecipeError(f"{located.file}: the recipe expands to more than {MAX_RECIPE_VALUES} values (nested YAML aliases?)")
     if isinstance(node, yaml.MappingNode):
         result = {}
         for key_node, value_node in node.value:
@@ -271,6 +288,8 @@ def _parse_yaml(text: str, file: Path, located: _Located) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark else str(file)
         raise RecipeError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except RecursionError:
+        raise RecipeError(f"{file}: not valid YAML (nested too deeply)") from None
     if node is None:
         raise RecipeError(f"{file}: the recipe is empty")
     try:
@@ -301,8 +320,9 @@ def apply_override(raw: dict[str, Any], override: str, located: _Located) -> Non
     if not path or not isinstance(path[0], str):
         raise RecipeError(f"--set {override!r}: expected KEY.PATH=VALUE")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+        node = yaml.compose(text, Loader=yaml.SafeLoader) if text.strip() else None
+        value = _node_to_python(node, (), _Located(located.file)) if node is not None else ""
+    except (yaml.YAMLError, ValueError, RecursionError):
         value = text
     container: Any = raw
     for depth, key in enumerate(path[:-1]):
@@ -365,34 +385,41 @@ def _convert(value: Any, hint: Any, path: tuple, located: _Located, base: Path) 
         return _convert_dataclass(value, hint, path, located, base)
     if origin is list:
         if not isinstance(value, list):
-            raise located.error(path, f"expected a list, got {value!r}")
+            raise located.error(path, f"expected a list, got {_short(value)}")
         (item_hint,) = typing.get_args(hint)
         return [_convert(item, item_hint, path + (i,), located, base) for i, item in enumerate(value)]
     if origin is Literal:
         choices = typing.get_args(hint)
-        if value not in choices or isinstance(value, bool):
-            raise located.error(path, f"expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        if isinstance(value, (bool, list, dict)) or value not in choices:
+            raise located.error(path, f"expected one of {', '.join(repr(c) for c in choices)}, got {_short(value)}")
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise located.error(path, f"expected true or false, got {value!r}")
+            raise located.error(path, f"expected true or false, got {_short(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise located.error(path, f"expected an integer, got {value!r}")
+            raise located.error(path, f"expected an integer, got {_short(value)}")
+        if abs(value) > MAX_INT:
+            raise located.error(path, f"{_short(value)} is out of range (at most {MAX_INT} in size)")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise located.error(path, f"expected a number, got {value!r}")
+            raise located.error(path, f"expected a number, got {_short(value)}")
+        if isinstance(value, int) and abs(value) > MAX_INT or not math.isfinite(value):
+            raise located.error(path, f"expected a finite number, got {_short(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise located.error(path, f"expected a string, got {value!r}")
+            raise located.error(path, f"expected a string, got {_short(value)}")
         return value
     if hint is Path:
-        if not isinstance(value, str) or not value:
-            raise located.error(path, f"expected a path, got {value!r}")
-        path_value = Path(value).expanduser()
+        if not isinstance(value, str) or not value or "\x00" in value:
+            raise located.error(path, f"expected a path, got {_short(value)}")
+        try:
+            path_value = Path(value).expanduser()
+        except RuntimeError:  # ~user of an unknown user, or no home folder
+            raise located.error(path, f"cannot expand '~' in {_short(value)}") from None
         if not path_value.is_absolute():
             origin_base = Path.cwd() if located.lines.get(path) == "--set" else base
             path_value = origin_base / path_value
@@ -414,7 +441,7 @@ def _fields(cls: type) -> dict[str, dataclasses.Field]:
 
 def _convert_dataclass(value: Any, cls: type, path: tuple, located: _Located, base: Path) -> Any:
     if not isinstance(value, dict):
-        raise located.error(path, f"expected a mapping, got {value!r}")
+        raise located.error(path, f"expected a mapping, got {_short(value)}")
     if cls is PassEntry:
         return _convert_pass(value, path, located, base)
     fields = _fields(cls)
@@ -439,10 +466,12 @@ def _convert_pass(value: dict[str, Any], path: tuple, located: _Located, base: P
     if "name" not in value:
         raise located.error(path + ("name",), "every pass needs a name")
     name = value["name"]
+    if not isinstance(name, str):
+        raise located.error(path + ("name",), f"expected a pass name, got {_short(name)}")
     if name not in PASSES:
         close = difflib.get_close_matches(str(name), list(PASSES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; available: {', '.join(PASSES)}"
-        raise located.error(path + ("name",), f"unknown pass {name!r}{hint}")
+        raise located.error(path + ("name",), f"unknown pass {_short(name)}{hint}")
     params = {k: v for k, v in value.items() if k != "name"}
     return PassEntry(name=name, params=_convert_dataclass(params, PASSES[name].Params, path, located, base))
 
@@ -451,13 +480,13 @@ def _convert_pass(value: dict[str, Any], path: tuple, located: _Located, base: P
 
 def _validate(recipe: Recipe, located: _Located) -> None:
     if not _NAME.match(recipe.name):
-        raise located.error(("name",), f"{recipe.name!r}: use letters, digits, '.', '_' or '-' (at most 100 characters)")
+        raise located.error(("name",), f"{_short(recipe.name)}: use letters, digits, '.', '_' or '-' (at most 100 characters)")
     if not _SEMVER.match(recipe.version):
-        raise located.error(("version",), f"{recipe.version!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+        raise located.error(("version",), f"{_short(recipe.version)} is not a semantic version (MAJOR.MINOR.PATCH)")
     if recipe.source.sha256 is not None and not _SHA256.match(recipe.source.sha256):
         raise located.error(("source", "sha256"), "expected 64 lowercase hex digits")
-    if recipe.target.threads < 1:
-        raise located.error(("target", "threads"), "must be at least 1")
+    if not 1 <= recipe.target.threads <= MAX_THREADS:
+        raise located.error(("target", "threads"), f"must be between 1 and {MAX_THREADS}")
     shapes = recipe.shapes
     if shapes.mode == "dynamic":
         if not 1 <= shapes.min_frames <= shapes.opt_frames <= shapes.max_frames:
@@ -494,7 +523,7 @@ def _validate(recipe: Recipe, located: _Located) -> None:
     if not recipe.golden.seconds or any(s <= 0 for s in recipe.golden.seconds):
         raise located.error(("golden", "seconds"), "need at least one positive length")
     if not _NOISE.match(recipe.golden.noise):
-        raise located.error(("golden", "noise"), f"{recipe.golden.noise!r} is not 'zero' or 'seed:N'")
+        raise located.error(("golden", "noise"), f"{_short(recipe.golden.noise)} is not 'zero' or 'seed:N'")
     policy = recipe.precision_policy
     if recipe.target.precision == "int8" and recipe.calibration.source == "none":
         raise located.error(("calibration", "source"), "int8 needs calibration data: set calibration.source (rvc-logs, npz or generated)")

@@ -46,6 +46,7 @@ class ReferenceModel:
         features, f0 = validate_inputs(
             features, f0, feature_dim=self.spec.feature_dim, has_f0=self.spec.f0,
             speaker=speaker, n_speakers=self.spec.n_speakers, source=self.source, labels=labels,
+            sample_rate=self.spec.sampling_rate,
         )
         draws = make_noise(
             noise, features.shape[0], inter_channels=self.spec.inter_channels,

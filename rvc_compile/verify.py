@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .artifact import check_integrity, read_manifest
+from .artifact import check_integrity, check_sections, read_manifest
+from .backends import BACKENDS
 from .evaluate import evaluate_artifact
 
 
@@ -23,6 +24,7 @@ def verify_artifact(path: Path, *, skip_latency: bool = False, threads: int | No
     if problems:
         result["passed"] = False
         return result
+    check_sections(manifest, path, backends=BACKENDS)  # ArtifactError (exit 2): intact hashes over values verify cannot use
     evaluation, _ = evaluate_artifact(path, manifest, check_latency=not skip_latency, threads=threads)
     result.update(evaluation)
     result["passed"] = evaluation["accuracy"]["passed"] and (skip_latency or evaluation["latency"]["passed"])

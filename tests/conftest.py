@@ -103,3 +103,29 @@ def assert_build_error(process: subprocess.CompletedProcess, *fragments: str, ex
     assert last.startswith("error: "), last
     for fragment in fragments:
         assert fragment in last, (fragment, last)
+# -- hostile inputs and faults (docs/RELIABILITY.md) ------------------------------------------------
+
+pytest_plugins = ["reliability_report"]  # the ``hostile`` fixture and --reliability-report
+
+
+def build_tiny(directory: Path, checkpoint: Path, *, name: str = "tiny", backend: str = "onnxruntime") -> Path:
+    """A real artifact of the tiny recipe, built in this process (about 10 s). OpenVINO gets the
+    host_source pass, as the shipped OpenVINO recipes do."""
+    from rvc_compile.build import build
+    from rvc_compile.recipe import load_recipe
+
+    recipe_path = write_tiny_recipe(directory, checkpoint, name=name)
+    overrides = [f"target.backend={backend}"] + (["passes=[{name: host_source}]"] if backend == "openvino" else [])
+    return build(load_recipe(recipe_path, overrides), cache_dir=directory / "cache", log=lambda message: None).path
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory, checkpoint_factory) -> Path:
+    """A real onnxruntime artifact (small model, 8..32 frames); treat it as read-only (copy to change it)."""
+    return build_tiny(tmp_path_factory.mktemp("tiny-ort"), checkpoint_factory(), name="tiny-ort")
+
+
+@pytest.fixture(scope="session")
+def tiny_openvino_artifact(tmp_path_factory, checkpoint_factory) -> Path:
+    """The same model as an OpenVINO fp32 artifact; read-only."""
+    return build_tiny(tmp_path_factory.mktemp("tiny-ov"), checkpoint_factory(), name="tiny-ov", backend="openvino")

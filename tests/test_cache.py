@@ -500,3 +500,17 @@ def test_cache_cli_uses_the_environment_variable(tmp_path):
     env = {**os.environ, ENV_VAR: str(tmp_path / "env-cache")}
     process = subprocess.run([sys.executable, "-m", "rvc_compile.cli", "cache", "dir"], capture_output=True, text=True, env=env)
     assert process.stdout.strip() == str(tmp_path / "env-cache")
+
+
+def test_a_build_scratch_folder_is_kept_while_held_and_swept_once_its_build_is_gone(tmp_path):
+    store = Store(tmp_path / "cache")
+    with store.scratch() as folder:
+        (folder / "captured.onnx").write_bytes(b"x" * 100)
+        assert folder.parent == tmp_path / "cache" / "tmp" and folder.name.startswith("build-")
+        assert Store(tmp_path / "cache").sweep_scratch() == 0 and folder.exists()  # another process sees it held
+    assert not folder.exists()
+    dead = tmp_path / "cache" / "tmp" / "build-123-deadbeef"  # what a killed build leaves: no lock holder
+    dead.mkdir()
+    (dead / "graph.onnx").write_bytes(b"y")
+    assert store.sweep_scratch() == 1 and not dead.exists()
+    assert list((tmp_path / "cache" / "locks" / "scratch").iterdir()) == []

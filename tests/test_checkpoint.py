@@ -117,7 +117,8 @@ class _RunsCode:
 
 
 @pytest.mark.parametrize("container", ["torch-zip", "raw-pickle"])
-def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path, container):
+def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path, container, hostile):
+    hostile.case("Hostile checkpoints", f"pickle whose __reduce__ calls os.system('touch MARKER') ({container})", expect="CheckpointError naming the file; MARKER never created")
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     payload = {"weight": {}, "config": [], "hack": _RunsCode(marker)}
@@ -146,7 +147,8 @@ def test_not_a_checkpoint_empty_and_truncated_files(tmp_path, checkpoint_factory
         load_checkpoint(tmp_path / "missing.pth")
 
 
-def test_state_dict_from_another_model_is_refused(tmp_path):
+def test_state_dict_from_another_model_is_refused(tmp_path, hostile):
+    hostile.case("Hostile checkpoints", "ResNet-like state dict, bare and under 'model'", count=2, expect="CheckpointError 'not an RVC ...'")
     resnet_like = {"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(10, 512)}
     with pytest.raises(CheckpointError, match="not an RVC"):
         load_checkpoint(_save(tmp_path / "resnet.pth", resnet_like))
@@ -203,7 +205,8 @@ def test_missing_version_means_v1(tmp_path, checkpoint_factory):
     assert load_checkpoint(_save(tmp_path / "old.pth", payload)).spec.version == "v1"
 
 
-def test_archive_declaring_huge_tensors_is_refused_before_reading(tmp_path, checkpoint_factory):
+def test_archive_declaring_huge_tensors_is_refused_before_reading(tmp_path, checkpoint_factory, hostile):
+    hostile.case("Hostile checkpoints", "zip bomb: a member of 64 MiB of zeros deflated to KiB beside the real members", expect="CheckpointError 'zip bomb' before torch reads the archive")
     source = checkpoint_factory()
     bomb = tmp_path / "bomb.pth"
     with zipfile.ZipFile(source) as original, zipfile.ZipFile(bomb, "w") as out:
@@ -213,3 +216,340 @@ def test_archive_declaring_huge_tensors_is_refused_before_reading(tmp_path, chec
         out.writestr(zipfile.ZipInfo("archive/data/999"), b"\0" * (64 << 20), compress_type=zipfile.ZIP_DEFLATED)
     with pytest.raises(CheckpointError, match="zip bomb|limit"):
         load_checkpoint(bomb)
+
+
+# -- hostile checkpoints: code, bombs, other model families (docs/RELIABILITY.md) ------------------
+
+def _payload_calling(function, *args):
+    """A pickle-able object whose unpickling calls ``function(*args)``."""
+
+    class Call:
+        def __reduce__(self):
+            return (function, args)
+
+    return Call()
+
+
+def _code_vectors(marker: Path) -> dict[str, bytes]:
+    """Pickles that would create ``marker`` if unpickled with a full unpickler, by every route we know."""
+    import builtins
+    import os
+    import subprocess
+
+    import numpy as np
+
+    touch = f"touch {marker}"
+    write = f"open({str(marker)!r}, 'w').close()"
+    vectors = {
+        "os.system via __reduce__": pickle.dumps({"weight": _payload_calling(os.system, touch)}, protocol=2),
+        "builtins.exec via __reduce__": pickle.dumps({"config": [_payload_calling(builtins.exec, write)]}, protocol=4),
+        "builtins.eval via __reduce__": pickle.dumps({"info": _payload_calling(builtins.eval, write)}, protocol=5),
+        "subprocess.Popen via __reduce__": pickle.dumps([_payload_calling(subprocess.Popen, ["touch", str(marker)])], protocol=3),
+        "protocol-0 GLOBAL os.system + REDUCE": b"cos\nsystem\n(S'" + touch.encode() + b"'\ntR.",
+        "protocol-0 INST posix.system": b"(S'" + touch.encode() + b"'\nipos" + b"ix\nsystem\n.",
+        "protocol-4 STACK_GLOBAL builtins.exec": (
+            b"\x80\x04\x95" + (0).to_bytes(8, "little")
+            + b"\x8c\x08builtins\x94\x8c\x04exec\x94\x93\x94" + b"\x8c" + bytes([len(write)]) + write.encode() + b"\x94\x85\x94R\x94."
+        ),
+        "object inside a numpy object array": pickle.dumps({"weight": np.array([_payload_calling(os.system, touch)], dtype=object)}, protocol=2),
+        "nested deep inside the weights dict": pickle.dumps({"weight": {"a": [{"b": (_payload_calling(os.system, touch),)}]}, "config": []}),
+    }
+    return vectors
+
+
+@pytest.mark.parametrize("container", ["raw pickle", "torch zip (data.pkl)", "legacy torch (pre-1.6)"])
+def test_every_code_execution_route_is_refused_and_never_runs(tmp_path, container, hostile):
+    marker = tmp_path / "pwned"
+    vectors = _code_vectors(marker)
+    row = hostile.case("Hostile checkpoints", f"pickles that would run code, {container}: " + "; ".join(vectors), count=0,
+                       expect="CheckpointError naming the file; MARKER never created")
+    for name, data in vectors.items():
+        path = tmp_path / f"{name.replace(' ', '_').replace('/', '_')}.pth"
+        if container == "raw pickle":
+            path.write_bytes(data)
+        elif container == "torch zip (data.pkl)":
+            # torch's own container with the hostile pickle as its data.pkl (torch.save would run __reduce__ itself).
+            torch.save({"weight": {}}, path)
+            with zipfile.ZipFile(path) as original:
+                members = {info.filename: original.read(info) for info in original.infolist()}
+            with zipfile.ZipFile(path, "w") as out:
+                for member, content in members.items():
+                    out.writestr(member, data if member.endswith("data.pkl") else content)
+        else:
+            legacy = io.BytesIO()
+            torch.save({"weight": {}}, legacy, _use_new_zipfile_serialization=False)
+            # The legacy format is a sequence of pickles: magic, protocol, sys info, then the payload.
+            path.write_bytes(_replace_last_legacy_pickle(legacy.getvalue(), data))
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value), name
+        assert not marker.exists(), f"{name}: unpickling ran code"
+        row.count += 1
+        row.observe(str(info.value).removeprefix(f"{path}: ").split(" (")[0][:50])
+
+
+def _replace_last_legacy_pickle(data: bytes, payload: bytes) -> bytes:
+    """Legacy torch files hold several pickles back to back; swap the payload (the 4th) for ``payload``."""
+    stream = io.BytesIO(data)
+    for _ in range(3):  # magic number, protocol version, sys info
+        pickle.load(stream)
+    return data[: stream.tell()] + payload + data[stream.tell():][len(_first_pickle(data[stream.tell():])):]
+
+
+def _first_pickle(data: bytes) -> bytes:
+    stream = io.BytesIO(data)
+
+    class Reader(pickle.Unpickler):
+        def find_class(self, module, name):  # never resolve anything: only find where the pickle ends
+            return lambda *args, **kwargs: None
+
+        def persistent_load(self, pid):
+            return None
+
+    Reader(stream).load()
+    return data[: stream.tell()]
+
+
+def _shared_reference_bomb(depth: int = 9, width: int = 10) -> list:
+    """A list nested ``depth`` deep, each level ``width`` references to the one below: ~1 MB pickled,
+    ``width ** depth`` leaves when walked or printed."""
+    bomb: list = ["lol"]
+    for _ in range(depth):
+        bomb = [bomb] * width
+    return bomb
+
+
+def _lying_zip(path: Path, member: str, declared: int) -> None:
+    """Rewrite the sizes an archive declares for ``member`` (local header and central directory)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    for signature, name_length_at, sizes_at, name_at in ((b"PK\x03\x04", 26, 18, 30), (b"PK\x01\x02", 28, 20, 46)):
+        position = data.find(signature)
+        while position >= 0:
+            length = struct.unpack_from("<H", data, position + name_length_at)[0]
+            if bytes(data[position + name_at: position + name_at + length]) == name:
+                struct.pack_into("<II", data, position + sizes_at, declared, declared)
+            position = data.find(signature, position + 4)
+    path.write_bytes(bytes(data))
+
+
+def _tensor_claiming(path: Path, storage_bytes: int, shape: tuple[int, ...], record: bytes) -> Path:
+    """A torch zip whose pickle declares a storage of ``storage_bytes`` and a tensor of ``shape`` over a
+    ``record`` of other length: what a crafted file claims, not what it holds."""
+    import collections
+
+    class Storage:
+        pass
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.UntypedStorage, "0", "cpu", storage_bytes) if isinstance(obj, Storage) else None
+
+    tensor = _payload_calling(torch._utils._rebuild_tensor_v2, Storage(), 0, shape, (1,) * len(shape), False, collections.OrderedDict())
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=2).dump({"weight": {"enc_p.emb_phone.weight": tensor}, "config": []})
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", buffer.getvalue())
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/data/0", record)
+        archive.writestr("archive/version", "3\n")
+    return path
+
+
+MEMORY_PROBE = r"""
+import json, resource, sys, time
+from rvc_compile.checkpoint import load_checkpoint
+from rvc_compile.errors import CheckpointError
+load_checkpoint(sys.argv[1])  # warm up: imports, allocator, a real load's peak
+for path in sys.argv[2:]:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    try:
+        load_checkpoint(path)
+        result = "loaded"
+    except CheckpointError as exc:
+        result = "CheckpointError: " + str(exc)
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    print(json.dumps({"path": path, "result": result, "peak_growth_mb": grown, "seconds": time.perf_counter() - start}), flush=True)
+"""
+
+
+def test_bombs_and_huge_claims_are_refused_without_spending_memory_or_time(tmp_path, checkpoint_factory, hostile):
+    """Each crafted file is loaded in a fresh process after a real checkpoint; its peak RSS may not grow by
+    more than 64 MB over that load, and each case must finish in seconds (a bomb would take minutes)."""
+    import json
+    import subprocess
+    import sys
+
+    good = checkpoint_factory()
+    payload = _small_payload(checkpoint_factory)
+    bomb = _shared_reference_bomb()
+    cases: dict[str, tuple[Path, str]] = {}
+
+    def case(name: str, path: Path, expected: str) -> None:
+        cases[name] = (path, expected)
+
+    deflated = tmp_path / "deflate_bomb.pth"
+    with zipfile.ZipFile(good) as original, zipfile.ZipFile(deflated, "w") as out:
+        for info in original.infolist():
+            out.writestr(info, original.read(info))
+        out.writestr(zipfile.ZipInfo("archive/data/999"), b"\0" * (128 << 20), compress_type=zipfile.ZIP_DEFLATED)
+    case("zip bomb: 128 MiB of zeros deflated into one extra member", deflated, "zip bomb")
+    over = tmp_path / "declares_5GiB.pth"
+    with zipfile.ZipFile(over, "w") as archive:
+        for index in range(2):
+            archive.writestr(f"archive/data/{index}", b"\0" * 16)
+    _lying_zip(over, "archive/data/0", 3 << 30)
+    _lying_zip(over, "archive/data/1", 3 << 30)
+    case("zip headers declaring 6 GiB of members in a 400-byte file", over, "limit")
+    lying = _tensor_claiming(tmp_path / "lying_sizes.pth", 3 << 30, (3 << 28,), b"\0" * 16)
+    _lying_zip(lying, "archive/data/0", 3 << 30)
+    case("zip headers and pickle both claiming a 3 GiB tensor that is 16 bytes", lying, "crafted archive")
+    case("pickle claiming a 64 GiB storage over a 16-byte record", _tensor_claiming(tmp_path / "huge_storage.pth", 1 << 36, (1 << 34,), b"\0" * 16), "corrupt")
+    case("pickle claiming a 2^36-element tensor over a 16-byte storage", _tensor_claiming(tmp_path / "huge_view.pth", 16, (1 << 36,), b"\0" * 16), "corrupt")
+    for field in ("info", "f0", "version", "sr", "config"):
+        path = tmp_path / f"bomb_{field}.pth"
+        torch.save({**payload, field: bomb}, path)
+        case(f"shared-reference pickle bomb (~1 MB, 10^9 values when walked or hashed) as '{field}'", path, "the pickle expands to")
+    path = tmp_path / "bomb_config_entry.pth"
+    config = list(payload["config"])
+    config[10] = bomb
+    torch.save({**payload, "config": config}, path)
+    case("shared-reference pickle bomb as config entry resblock_kernel_sizes", path, "the pickle expands to")
+    path = tmp_path / "bomb_key.pth"
+    key: tuple = ("lol",)
+    for _ in range(9):
+        key = (key,) * 10
+    torch.save({key: 1}, path)
+    case("shared-reference pickle bomb as a top-level dict key (hashed by the unpickler itself)", path, "the pickle expands to")
+    path = tmp_path / "huge_config.pth"
+    config = list(payload["config"])
+    config[6] = 10**9  # n_layers: building the layer list alone would take hours
+    torch.save({**payload, "config": config}, path)
+    case("config claiming 10^9 encoder layers", path, "out of range")
+
+    path = tmp_path / "cycle.pth"
+    cyclic: list = []
+    cyclic.append(cyclic)
+    path.write_bytes(pickle.dumps({"weight": {}, "config": cyclic}))
+    case("pickle holding a reference cycle (a list inside itself)", path, "reference cycle")
+    path = tmp_path / "deep.pth"
+    # {"config": [[[...]]]}, written opcode by opcode (pickle.dumps itself would hit the recursion limit):
+    # EMPTY_DICT, the key, 5000 x EMPTY_LIST, 4999 x APPEND (each into the list below), SETITEM, STOP.
+    path.write_bytes(b"\x80\x02}X\x06\x00\x00\x00config" + b"]" * 5000 + b"a" * 4999 + b"s.")
+    case("pickle nesting lists 5000 deep", path, "nested 500")
+
+    rows = {name: hostile.case("Hostile checkpoints", name, expect=f"CheckpointError '{expected}', peak RSS +<64 MB, <20 s")
+            for name, (path, expected) in cases.items()}
+    process = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(good), *(str(path) for path, _ in cases.values())],
+                             capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr[-2000:]
+    results = [json.loads(line) for line in process.stdout.splitlines()]
+    assert len(results) == len(cases)
+    for (name, (path, expected)), result in zip(cases.items(), results):
+        assert expected in result["result"] and str(path) in result["result"], (name, result)
+        assert result["peak_growth_mb"] < 64, (name, result)
+        assert result["seconds"] < 20, (name, result)
+        rows[name].note(f"peak RSS +{result['peak_growth_mb']:.0f} MB, {result['seconds']:.2f} s")
+
+
+def _other_families(tmp_path: Path, payload: dict) -> dict[str, tuple[Path, str]]:
+    """Files users mistake for an RVC voice model, each with the fragment its error must contain."""
+    import numpy as np
+
+    files: dict[str, tuple[Path, str]] = {}
+
+    def file_name(name: str) -> str:
+        return "".join(ch if ch.isalnum() else "_" for ch in name.split(" (")[0]) + ".pth"
+
+    def save(name: str, data, fragment: str) -> None:
+        files[name] = (_save(tmp_path / file_name(name), data), fragment)
+
+    def raw(name: str, data: bytes, fragment: str) -> None:
+        path = tmp_path / file_name(name)
+        path.write_bytes(data)
+        files[name] = (path, fragment)
+
+    save("RVC discriminator D_2333.pth (training)", {"model": {f"discriminators.{i}.convs.0.weight_v": torch.zeros(4, 1, 5) for i in range(3)},
+                                                    "iteration": 2333, "optimizer": {}, "learning_rate": 1e-4}, "discriminator")
+    save("HuBERT / ContentVec (fairseq)", {"model": {"feature_extractor.conv_layers.0.0.weight": torch.zeros(512, 1, 10)}, "cfg": {"model": {}}, "args": None},
+         "not an RVC synthesizer")
+    save("RMVPE pitch model", {"unet.encoder.bn.weight": torch.zeros(1), "fc.0.gru.weight_ih_l0": torch.zeros(3, 3)}, "not an RVC checkpoint")
+    save("Stable Diffusion (state_dict)", {"state_dict": {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(3)}}, "not an RVC checkpoint")
+    save("so-vits-svc generator", {"model": {"enc_p.f0_emb.weight": torch.zeros(256, 192), "emb_g.weight": torch.zeros(1, 256),
+                                             "dec.conv_pre.weight": torch.zeros(512, 192, 7)}, "iteration": 1}, "not an RVC synthesizer")
+    save("VITS / GPT-SoVITS text-to-speech", {"weight": {"enc_p.emb.weight": torch.zeros(178, 192)}, "config": []}, "not an RVC synthesizer")
+    save("Applio model with the RefineGAN vocoder", {**payload, "vocoder": "RefineGAN"}, "vocoder 'RefineGAN'")
+    save("Applio model with the MRF HiFi-GAN vocoder", {**payload, "vocoder": "MRF HiFi-GAN"}, "vocoder 'MRF HiFi-GAN'")
+    raw("safetensors file", b"\x10\x00\x00\x00\x00\x00\x00\x00" + b'{"__metadata__":{}}', "not a PyTorch checkpoint")
+    raw("ONNX graph renamed .pth", b"\x08\x07\x12\x07pytorch\x1a\x052.0.0", "not a PyTorch checkpoint")
+    raw("faiss .index file renamed .pth", b"IxF2" + b"\0" * 64, "not a PyTorch checkpoint")
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((4, 768), np.float32))
+    raw("numpy .npy features", buffer.getvalue(), "not a PyTorch checkpoint")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("voice/readme.txt", "a zip of a voice model folder")
+    raw("zip of a model folder", buffer.getvalue(), "corrupt")
+    save("a bare tensor", torch.zeros(3), "top level is Tensor")
+    save("a list of state dicts", [payload["weight"]], "top level is list")
+    return files
+
+
+def test_checkpoints_of_other_model_families_get_a_clear_error(tmp_path, checkpoint_factory, hostile):
+    files = _other_families(tmp_path, _small_payload(checkpoint_factory))
+    for name, (path, fragment) in files.items():
+        row = hostile.case("Hostile checkpoints", f"another model family: {name}", expect=f"CheckpointError containing '{fragment}'")
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        message = str(info.value)
+        assert fragment in message and str(path) in message and "\n" not in message, (name, message)
+        row.note(f"'{message.removeprefix(str(path) + ': ')[:90]}'")
+
+
+def test_other_model_families_exit_2_with_one_line_on_the_command_line(tmp_path, checkpoint_factory, hostile):
+    from conftest import assert_user_error, run_cli
+
+    files = _other_families(tmp_path, _small_payload(checkpoint_factory))
+    chosen = ["RVC discriminator D_2333.pth (training)", "Applio model with the RefineGAN vocoder", "safetensors file"]
+    hostile.case("Hostile checkpoints", "another model family via `rvc-compile inspect`: " + ", ".join(chosen), count=len(chosen),
+                 expect="exit 2, one stderr line naming the file, no traceback")
+    for name in chosen:
+        path, fragment = files[name]
+        assert_user_error(run_cli("inspect", path), path.name, fragment)
+
+
+def test_malformed_rvc_like_payloads_are_one_line_errors(tmp_path, checkpoint_factory, hostile):
+    """Structures the loader walks, each malformed in a way no format check names."""
+    payload = _small_payload(checkpoint_factory)
+    weights = payload["weight"]
+    key_g = next(k for k in weights if k.endswith("weight_g"))
+    mutations = {
+        "sparse weight tensor": {"weight": {**weights, "enc_p.emb_phone.weight": weights["enc_p.emb_phone.weight"].float().to_sparse()}},
+        "meta-device weight (no data)": {"weight": {**weights, "enc_p.emb_phone.weight": torch.zeros(32, 768, device="meta")}},
+        "1-D feature embedding": {"weight": {**weights, "enc_p.emb_phone.weight": torch.zeros(3)}},
+        "empty speaker embedding": {"weight": {**weights, "emb_g.weight": torch.zeros(0, 16)}},
+        "scalar weight-norm magnitude": {"weight": {**weights, key_g: torch.zeros(())}},
+        "integer weight names": {"weight": {1: torch.zeros(1)}},
+        "config entry of 10^30": {"config": [*payload["config"][:3], 10**30, *payload["config"][4:]]},
+        "config entry that is a dict": {"config": [*payload["config"][:9], {"a": 1}, *payload["config"][10:]]},
+        "'sr' of 44100 Hz beside a 40 kHz config": {"sr": 44100},
+        "'version' that is a dict": {"version": {"v": 2}},
+        "'f0' of 7": {"f0": 7},
+        "weights that are a list": {"weight": [1, 2]},
+        "training layout with non-numeric upsample index": {"weight": None, "config": None, "model": {**{k: v for k, v in weights.items()}, "dec.ups.x.weight": torch.zeros(1, 1, 1)}},
+    }
+    row = hostile.case("Hostile checkpoints", "RVC-shaped payloads malformed inside: " + "; ".join(mutations), count=0,
+                       expect="CheckpointError, one line naming the file (no TypeError/IndexError traceback)")
+    for name, change in mutations.items():
+        data = {**payload, **change}
+        if data.get("weight") is None:
+            data = {key: value for key, value in data.items() if value is not None and key not in ("config",)}
+            data.pop("weight", None)
+        path = _save(tmp_path / "malformed.pth", data)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value), name
+        row.count += 1

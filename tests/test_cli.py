@@ -115,7 +115,8 @@ BAD_INFER = [
 
 
 @pytest.mark.parametrize("description,kind,arguments,fragments", BAD_INFER, ids=[case[0] for case in BAD_INFER])
-def test_bad_infer_inputs_exit_2_with_one_line_and_write_nothing(checkpoint_factory, inputs, tmp_path, description, kind, arguments, fragments):
+def test_bad_infer_inputs_exit_2_with_one_line_and_write_nothing(checkpoint_factory, inputs, tmp_path, description, kind, arguments, fragments, hostile):
+    hostile.case("Runtime input validation", f"`rvc-compile infer CHECKPOINT`: {description}", expect="exit 2, one stderr line naming the file, nothing written")
     arguments = [str(inputs[a]) if a in inputs else a for a in arguments]
     out = tmp_path / "out.wav"
     process = run_cli("infer", checkpoint_factory(**kind), *arguments, "-o", out)
@@ -149,7 +150,9 @@ def _bad_checkpoints(directory, good):
 
 
 @pytest.mark.parametrize("command", ["inspect", "infer"])
-def test_bad_checkpoints_exit_2_with_one_line_naming_the_file(checkpoint_factory, inputs, tmp_path, command):
+def test_bad_checkpoints_exit_2_with_one_line_naming_the_file(checkpoint_factory, inputs, tmp_path, command, hostile):
+    hostile.case("Hostile checkpoints", f"`rvc-compile {command}` on text, empty, truncated, code-running (zip and raw pickle), ResNet, config-mismatched and missing files",
+                 count=8, expect="exit 2, one stderr line naming the file; the code never runs")
     bad = tmp_path / "bad"
     bad.mkdir()
     marker = _bad_checkpoints(bad, checkpoint_factory())

@@ -139,6 +139,16 @@ def build(onnx_path: Path, target: Any, out_dir: Path, plan: Any, *, shapes: Any
     }
 
 
+def _input_name(port: Any) -> str:
+    """The graph-input name of a compiled input port. A port carries every tensor name fused onto it
+    (the f0 input of a pitch model also answers to '/m_source/Cast_output_0'), and ``get_any_name`` may
+    return any of them, so prefer the one that is an input of our graph signature."""
+    from ..inputs import USER_INPUTS
+
+    known = sorted(set(port.get_names()) & {*USER_INPUTS, "excitation"})
+    return known[0] if known else port.get_any_name()
+
+
 class Runner:
     """A compiled model, plus static-shape compilations for the lengths the artifact is tuned for.
 
@@ -161,7 +171,7 @@ class Runner:
             self.compiled = self.core.compile_model(str(model_path), "CPU", self.options)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad IR
             raise ArtifactError(f"{model_path}: openvino cannot load the model ({str(exc).splitlines()[0][:200]})") from None
-        self.input_names = [port.get_any_name() for port in self.compiled.inputs]
+        self.input_names = [_input_name(port) for port in self.compiled.inputs]
         self.static_frames = tuple(static_frames)
         self._static: dict[int, Any] = {}
         self._lock = threading.Lock()

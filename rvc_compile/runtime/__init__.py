@@ -6,24 +6,26 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..artifact import verify_or_raise
-from ..backends import get_backend
-from ..errors import ArtifactError, InputError
-from ..inputs import NoiseSpec, graph_feed, make_noise, validate_inputs
+from ..artifact import check_sections, verify_or_raise
+from ..backends import BACKENDS, get_backend
+from ..errors import ArtifactError, InputError, RvcCompileError
+from ..inputs import USER_INPUTS, NoiseSpec, graph_feed, make_noise, validate_inputs
 from .windows import WindowPlan, run_windowed
+
+GRAPH_INPUTS = (*USER_INPUTS, "excitation")
 
 
 class CompiledVoice:
     """A loaded artifact. ``infer`` may be called from several threads at once."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], runner: Any, load_time_s: float):
+        check_sections(manifest, path, backends=BACKENDS)  # a manifest whose hashes were resealed is still untrusted data
         self.path = path
         self.manifest = manifest
         self.runner = runner
@@ -47,7 +49,16 @@ class CompiledVoice:
         # With windows, any length runs (each graph call is at most a window); without, the graph's range.
         self.max_frames: int | None = None if self.window else int(model["frames"]["max"])
         self.input_names: list[str] = [item["name"] for item in manifest["signature"]["inputs"]]
-        self._lock = threading.Lock()
+        unknown = [name for name in self.input_names if name not in GRAPH_INPUTS]
+        if unknown:
+            raise ArtifactError(f"{path}: the manifest's signature names unknown input {unknown[0]!r} (known: {', '.join(GRAPH_INPUTS)})")
+        pitched = [name for name in self.input_names if name in ("f0", "source_noise", "excitation")]
+        if pitched and not self.has_f0:
+            raise ArtifactError(f"{path}: the manifest's signature has pitch input {pitched[0]!r} but model.f0 is false")
+        unfed = [name for name in getattr(runner, "input_names", []) if name not in self.input_names]
+        if unfed:
+            raise ArtifactError(f"{path}: the graph takes input {unfed[0]!r}, which the manifest's signature does not list")
+        self.backend_name: str = manifest["backend"]["name"]
 
     def graph_inputs(
         self, features: np.ndarray, f0: np.ndarray | None, speaker: int, noise: NoiseSpec, labels: dict[str, str] | None = None
@@ -55,7 +66,7 @@ class CompiledVoice:
         source = str(self.path)
         features, f0 = validate_inputs(
             features, f0, feature_dim=self.feature_dim, has_f0=self.has_f0, speaker=speaker, n_speakers=self.n_speakers,
-            source=source, min_frames=self.min_frames, max_frames=self.max_frames, labels=labels,
+            source=source, min_frames=self.min_frames, max_frames=self.max_frames, labels=labels, sample_rate=self.sample_rate,
         )
         if self.fixed_speaker is not None and speaker != self.fixed_speaker:
             raise InputError(f"{source}: this artifact was built for speaker {self.fixed_speaker} only, not {speaker}")
@@ -78,12 +89,29 @@ class CompiledVoice:
         """
         inputs = self.graph_inputs(features, f0, speaker, noise, labels)
         if self.window is not None:
-            return run_windowed(self.runner.run, inputs, self.window, self.hop_length, self.min_frames)
-        return np.asarray(self.runner.run(inputs), dtype=np.float32).reshape(-1)
+            audio = run_windowed(self.run_graph, inputs, self.window, self.hop_length, self.min_frames)
+        else:
+            audio = self.run_graph(inputs)
+        if not np.isfinite(audio).all():
+            # Never hand back silent garbage: inputs far outside what the model saw overflow inside it.
+            largest = float(np.abs(inputs["features"]).max())
+            raise InputError(f"{labels.get('features', self.path) if labels else self.path}: the output has NaN or Inf for these inputs (features reach {largest:.3g} in magnitude; content features are normally within +-100)")
+        return audio
 
     def run_graph(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph on prepared inputs (names as in the manifest's signature)."""
-        return np.asarray(self.runner.run(inputs), dtype=np.float32).reshape(-1)
+        try:
+            output = self.runner.run(inputs)
+        except RvcCompileError:
+            raise
+        except Exception as exc:
+            # Inputs were checked against the manifest, so a backend failure means the graph and its
+            # manifest disagree (a damaged or resealed artifact). Backends raise their own exception
+            # types (onnxruntime's derive from Exception only), so this boundary names the artifact.
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            frames = inputs["features"].shape[1] if "features" in inputs else "?"
+            raise ArtifactError(f"{self.path}: the {self.backend_name} graph failed on {frames} frames ({type(exc).__name__}: {first})") from None
+        return np.asarray(output, dtype=np.float32).reshape(-1)
 
 
 def compile_cache_dir(path: Path, manifest: dict[str, Any], override: str | Path | None = None) -> Path | None:
@@ -110,9 +138,15 @@ def load(
     recorded policy. The first load compiles and fills it; later loads read the compiled model."""
     path = Path(path)
     start = time.perf_counter()
-    manifest = verify_or_raise(path, allow_tampered=allow_tampered)
+    manifest = check_sections(verify_or_raise(path, allow_tampered=allow_tampered), path, backends=BACKENDS)
     backend = get_backend(manifest["backend"]["name"], for_build=False)
-    runner = backend.load(path, manifest["backend"], threads=threads, cache_dir=compile_cache_dir(path, manifest, compile_cache))
+    try:
+        runner = backend.load(path, manifest["backend"], threads=threads, cache_dir=compile_cache_dir(path, manifest, compile_cache))
+    except RvcCompileError:
+        raise
+    except Exception as exc:  # options a backend cannot parse: the manifest is damaged (see run_graph)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ArtifactError(f"{path}: the {manifest['backend']['name']} backend cannot load this artifact ({type(exc).__name__}: {first})") from None
     return CompiledVoice(path, manifest, runner, time.perf_counter() - start)
 
 
