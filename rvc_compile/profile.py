@@ -87,11 +87,12 @@ def _table(times_s: dict[str, float], total_s: float, flops: dict[str, float] | 
     return rows
 
 
-def _inputs_for(spec: Any, frames: int, seed: int, speaker: int) -> dict[str, np.ndarray]:
+def _inputs_for(spec: Any, frames: int, seed: int, speaker: int, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Example inputs for the graph inputs ``names`` (default: the eager model's), ``excitation`` included."""
     from .capture import graph_inputs
     from .model import input_names
 
-    return graph_inputs(spec, input_names(spec), frames, seed, speaker=speaker)
+    return graph_inputs(spec, names or input_names(spec), frames, seed, speaker=speaker)
 
 
 # -- eager reference -------------------------------------------------------------------------------
@@ -276,7 +277,7 @@ def profile_artifact(path: str | Path, *, seconds: float = 2.0, threads: int = 2
     frames = min(max(int(round(seconds * spec.frames_per_second)), int(frame_range["min"])), int(frame_range["max"]))
     speaker = manifest["model"].get("fixed_speaker") or 0
     names = [item["name"] for item in manifest["signature"]["inputs"]]
-    inputs = {k: v for k, v in _inputs_for(spec, frames, seed, speaker).items() if k in names}
+    inputs = _inputs_for(spec, frames, seed, speaker, names)
     shapes = {k: list(v.shape) for k, v in inputs.items()}
     backend = manifest["backend"]
     graph = next((name for name in backend.get("files", {}).values() if name.endswith((".onnx", ".xml"))), None)

@@ -302,6 +302,18 @@ def test_artifact_profile_groups_nodes_by_the_weights_they_read(artifact):
     assert profile["by_op_type"][0]["op_type"] in ("Conv", "FusedConv")
 
 
+@pytest.mark.slow
+def test_profile_of_a_host_source_openvino_artifact(tiny_openvino_artifact):
+    """The profiler feeds the graph's own inputs: here the host-computed ``excitation``, not ``f0``."""
+    from rvc_compile.profile import profile_artifact
+
+    profile = profile_artifact(tiny_openvino_artifact, seconds=0.2, threads=1, repeat=1)
+    assert profile["total_ms"] > 0 and profile["by_op_type"]
+    modules = {row["module"]: row for row in profile["by_module"]}
+    assert modules["dec.stage1"]["gflop"] > 0 and modules["dec.stage1"]["ms"] > 0
+    assert modules.get("other", {"share": 0})["share"] < 0.5  # nodes are attributed to modules, not lumped
+
+
 def test_report_renders_the_document_and_plot(baseline_result, checkpoint, peaks, tmp_path):
     spec = importlib.util.spec_from_file_location("bench_report", ROOT / "benchmarks" / "report.py")
     report = importlib.util.module_from_spec(spec)
