@@ -43,7 +43,7 @@ FULL = {
     "size": "full",
     "seconds": (0.5, 2.0, 10.0, 30.0),
     "repeat": 8,
-    "min_repeat": 1,  # 10 s: 2 runs after a warm-up run; 30 s: 1 run, no warm-up (warmed at 10 s)
+    "min_repeat": 2,  # 10 s: 2 runs after a warm-up run; 30 s: 2 runs, no warm-up (warmed at 10 s)
     "warmup_max_seconds": 10.0,
     "max_seconds": {"eager-bf16": 10.0, "naive-onnx": 10.0},
     "stream_passes": 4,
