@@ -127,14 +127,20 @@ def profile_reference(checkpoint: str | Path, *, seconds: float = 2.0, threads: 
             watched.append((module_group(f"dec.{name}", blocks), module))
     spent: dict[str, float] = defaultdict(float)
     starts: dict[int, float] = {}
+    running: set[str] = set()
     handles = []
 
     def attach(group: str, module: Any) -> None:
         def before(mod: Any, args: Any) -> None:
             starts[id(mod)] = time.perf_counter()
+            running.add(group)
 
         def after(mod: Any, args: Any, output: Any) -> None:
-            spent[group] += time.perf_counter() - starts.pop(id(mod))
+            elapsed = time.perf_counter() - starts.pop(id(mod))
+            running.discard(group)
+            spent[group] += elapsed
+            if group == "dec.source" and "__dec__" in running:
+                spent["__source_in_dec__"] += elapsed  # counted once, as dec.source
 
         handles.append(module.register_forward_pre_hook(before))
         handles.append(module.register_forward_hook(after))
@@ -153,9 +159,11 @@ def profile_reference(checkpoint: str | Path, *, seconds: float = 2.0, threads: 
         handle.remove()
 
     dec_total = spent.pop("__dec__")
-    dec_parts = sum(v for k, v in spent.items() if k.startswith("dec.") and k != "dec.source")
+    source_in_dec = spent.pop("__source_in_dec__", 0.0)
+    # The decoder makes its NSF source inside its forward (or is handed one made before it): only the
+    # part of dec.source timed inside the decoder is part of dec_total.
+    dec_parts = sum(v for k, v in spent.items() if k.startswith("dec.") and k != "dec.source") + source_in_dec
     spent["dec.other"] = max(dec_total - dec_parts, 0.0)
-    # m_source runs before the decoder's forward (Synthesizer.synthesize calls it), so it is not in dec_total.
     spent["other"] = max(total - sum(spent.values()), 0.0)
 
     counter = FlopCounterMode(display=False, depth=8)
