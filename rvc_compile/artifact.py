@@ -18,7 +18,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import ArtifactError, is_storage_error, storage_error_message
+from .errors import ArtifactError, first_line, is_storage_error, storage_error_message
 
 FORMAT_VERSION = 2  # 2: golden cases hold user-level inputs; model.host_source
 MANIFEST = "manifest.json"
@@ -196,7 +196,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(text)
     except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer past Python's digit limit
-        raise ArtifactError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+        raise ArtifactError(f"{path}: not valid JSON ({first_line(exc, 120, type(exc).__name__)})") from None
     if not isinstance(manifest, dict):
         raise ArtifactError(f"{path}: expected a JSON object")
     missing = [key for key in REQUIRED_KEYS if key not in manifest]

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import BuildError, GateFailure
+from .errors import BuildError, GateFailure, first_line
 from .golden import example_case
 from .inputs import graph_feed, make_noise
 
@@ -96,8 +96,8 @@ def export_onnx(
     except BuildError:
         raise
     except Exception as exc:  # the exporters raise many types; the message is what the user needs
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BuildError(f"capture ({exporter} exporter) failed: {type(exc).__name__}: {detail[:300]}") from exc
+        detail = first_line(exc, 300, type(exc).__name__)
+        raise BuildError(f"capture ({exporter} exporter) failed: {type(exc).__name__}: {detail}") from exc
     if not out_path.exists():
         raise BuildError(f"capture ({exporter} exporter) wrote no graph to {out_path}")
     import onnx
@@ -138,7 +138,7 @@ def multi_length_check(
         try:
             candidate = np.asarray(run_candidate(feed)).reshape(-1)
         except Exception as exc:
-            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            detail = first_line(exc, 200, type(exc).__name__)
             raise BuildError(f"{stage}: graph fails at {frames} frames: {detail}") from exc
         reference = np.asarray(run_reference(inputs)).reshape(-1)
         expected = frames * spec.hop_length

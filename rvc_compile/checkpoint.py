@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 from .spec import CONFIG_FIELDS, FEATURE_DIM, SAMPLE_RATE_TAGS, ModelSpec, from_config_list, official_config, with_channels
 
 # Far above any RVC checkpoint (a v2 training checkpoint with optimizer state is ~0.5 GB).
@@ -109,7 +109,7 @@ def _is_zipfile(path: Path) -> bool:
     try:
         return zipfile.is_zipfile(path)
     except _ZIP_ERRORS as exc:
-        raise CheckpointError(f"{path}: corrupt checkpoint archive ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+        raise CheckpointError(f"{path}: corrupt checkpoint archive ({first_line(exc, 120, type(exc).__name__)})") from None
 
 
 def _check_container(path: Path) -> None:
@@ -122,7 +122,7 @@ def _check_container(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
     except _ZIP_ERRORS as exc:
-        raise CheckpointError(f"{path}: corrupt checkpoint archive ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+        raise CheckpointError(f"{path}: corrupt checkpoint archive ({first_line(exc, 120, type(exc).__name__)})") from None
     total = sum(member.file_size for member in members)
     if total > MAX_UNPACKED_BYTES:
         raise CheckpointError(f"{path}: archive declares {total} bytes of tensors, over the {MAX_UNPACKED_BYTES}-byte limit")
@@ -217,7 +217,7 @@ def _check_pickle(path: Path) -> None:
                 names = [name for name in archive.namelist() if name.endswith("data.pkl")]
                 streams = [io.BytesIO(archive.read(names[0]))] if names else []
         except _ZIP_ERRORS as exc:
-            raise CheckpointError(f"{path}: corrupt checkpoint archive ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+            raise CheckpointError(f"{path}: corrupt checkpoint archive ({first_line(exc, 120, type(exc).__name__)})") from None
         count = 1
     else:
         streams = [open(path, "rb")]
@@ -260,8 +260,8 @@ def _torch_load(path: Path) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused: the file is not plain tensor data ({first[:160]})") from None
+        first = first_line(exc, 160, type(exc).__name__)
+        raise CheckpointError(f"{path}: refused: the file is not plain tensor data ({first})") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError, TypeError, IndexError,
             struct.error, zlib.error, NotImplementedError, OverflowError, RecursionError) as exc:  # what a damaged file makes torch raise
         if not _is_zipfile(path):
@@ -269,8 +269,8 @@ def _torch_load(path: Path) -> Any:
                 magic = handle.read(2)
             if not magic.startswith((b"\x80", b"PK")):
                 raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)") from None
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint ({first[:160]})") from None
+        first = first_line(exc, 160, type(exc).__name__)
+        raise CheckpointError(f"{path}: corrupt or truncated PyTorch checkpoint ({first})") from None
 
 
 def _fold_weight_norm(weights: dict[str, Any], path: Path) -> tuple[dict[str, Any], str | None]:
@@ -404,7 +404,7 @@ def load_checkpoint(
         return _interpret(data, path, digest, config_path=config_path, sample_rate=sample_rate)
     except _MALFORMED as exc:
         # Every shape of malformed payload a specific check below does not name: still one line.
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        first = first_line(exc, 160)
         raise CheckpointError(f"{path}: malformed RVC checkpoint ({type(exc).__name__}{': ' + first if first else ''})") from None
 
 

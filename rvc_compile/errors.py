@@ -24,6 +24,13 @@ def storage_error_message(exc: OSError) -> str:
     return f"{where}: {exc.strerror or exc}" if where is not None else str(exc.strerror or exc)
 
 
+def first_line(exc: BaseException, limit: int = 160, default: str = "") -> str:
+    """The first line of an exception's message, at most ``limit`` characters (``default`` if it has none):
+    what a one-line error quotes of a library's multi-line message."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else default
+
+
 class RvcCompileError(Exception):
     """Base class of every error caused by the user's input. ``exit_code`` is what the CLI returns."""
 

@@ -23,6 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .errors import first_line
+
 PRECISIONS = ("fp32", "bf16", "int8")
 DEFAULT_MATRIX_SIZE = 2048  # large enough to be compute bound, small enough for ~20 ms per product
 FLOP_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
@@ -142,7 +144,7 @@ def measure_peaks(threads: int, *, size: int = DEFAULT_MATRIX_SIZE, repeat: int 
                 candidates[name] = round(operations / seconds / 1e9, 1)
             except Exception as exc:  # a missing library or kernel is a fact to record, not a failure
                 candidates[name] = None
-                errors[name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
+                errors[name] = f"{type(exc).__name__}: {first_line(exc, 160)}"
         measured = {name: value for name, value in candidates.items() if value}
         best = max(measured, key=measured.get) if measured else None
         result[precision] = {

@@ -12,7 +12,7 @@ from typing import Mapping, Union
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 NoiseSpec = Union[str, Mapping[str, np.ndarray]]
 _SEED = re.compile(r"^seed:(\d+)$")
@@ -26,7 +26,7 @@ def load_array(path: str | Path, what: str) -> np.ndarray:
     except FileNotFoundError:
         raise InputError(f"{path}: no such {what} file") from None
     except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable .npy {what} array ({str(exc).splitlines()[0][:120]})") from None
+        raise InputError(f"{path}: not a readable .npy {what} array ({first_line(exc, 120)})") from None
     if not isinstance(array, np.ndarray):
         raise InputError(f"{path}: expected one .npy array for {what}, found an archive")
     return array
@@ -36,7 +36,7 @@ def _as_float32(array: np.ndarray, name: str, source: str) -> np.ndarray:
     try:
         array = np.asarray(array)
     except (ValueError, TypeError) as exc:  # ragged nested lists and the like
-        raise InputError(f"{source}: {name} is not an array ({str(exc).splitlines()[0][:120]})") from None
+        raise InputError(f"{source}: {name} is not an array ({first_line(exc, 120)})") from None
     if array.dtype.kind != "f":
         raise InputError(f"{source}: {name} must be floating point, got dtype {array.dtype}")
     with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range becomes inf: refused below

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from .errors import RecipeError
+from .errors import RecipeError, first_line
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
@@ -295,7 +295,7 @@ def _parse_yaml(text: str, file: Path, located: _Located) -> Any:
     try:
         return _node_to_python(node, (), located)
     except (yaml.YAMLError, ValueError, RecursionError) as exc:
-        raise RecipeError(f"{file}: cannot read a value ({str(exc).splitlines()[0][:120]})") from None
+        raise RecipeError(f"{file}: cannot read a value ({first_line(exc, 120)})") from None
 
 
 # -- overrides -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, RecipeError
+from ..errors import ArtifactError, RecipeError, first_line
 
 NAME = "onnxruntime"
 MODEL_FILE = "model.onnx"
@@ -133,7 +133,7 @@ class Runner:
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=list(options.get("providers", ["CPUExecutionProvider"])))
         except Exception as exc:  # ORT raises its own exception types for bad graphs
-            raise ArtifactError(f"{model_path}: onnxruntime cannot load the graph ({str(exc).splitlines()[0][:200]})") from None
+            raise ArtifactError(f"{model_path}: onnxruntime cannot load the graph ({first_line(exc, 200)})") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, BuildError, RecipeError
+from ..errors import ArtifactError, BuildError, RecipeError, first_line
 
 NAME = "openvino"
 MODEL_FILE = "model.xml"
@@ -118,7 +118,7 @@ def build(onnx_path: Path, target: Any, out_dir: Path, plan: Any, *, shapes: Any
     try:
         model = ov.Core().read_model(str(onnx_path))
     except Exception as exc:
-        raise BuildError(f"openvino: cannot convert the graph ({str(exc).splitlines()[0][:200]})") from None
+        raise BuildError(f"openvino: cannot convert the graph ({first_line(exc, 200)})") from None
     if plan.precision == "int8":
         model = _quantize(model, plan)
     ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=False)
@@ -170,7 +170,7 @@ class Runner:
             # Compiling from the path lets OpenVINO skip reading the IR when its cache holds the blob.
             self.compiled = self.core.compile_model(str(model_path), "CPU", self.options)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad IR
-            raise ArtifactError(f"{model_path}: openvino cannot load the model ({str(exc).splitlines()[0][:200]})") from None
+            raise ArtifactError(f"{model_path}: openvino cannot load the model ({first_line(exc, 200)})") from None
         self.input_names = [_input_name(port) for port in self.compiled.inputs]
         self.static_frames = tuple(static_frames)
         self._static: dict[int, Any] = {}

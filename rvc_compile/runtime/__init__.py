@@ -14,7 +14,7 @@ import numpy as np
 
 from ..artifact import check_sections, verify_or_raise
 from ..backends import BACKENDS, get_backend
-from ..errors import ArtifactError, InputError, RvcCompileError
+from ..errors import ArtifactError, InputError, RvcCompileError, first_line
 from ..inputs import USER_INPUTS, NoiseSpec, graph_feed, make_noise, validate_inputs
 from .windows import WindowPlan, run_windowed
 
@@ -108,7 +108,7 @@ class CompiledVoice:
             # Inputs were checked against the manifest, so a backend failure means the graph and its
             # manifest disagree (a damaged or resealed artifact). Backends raise their own exception
             # types (onnxruntime's derive from Exception only), so this boundary names the artifact.
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, 200, type(exc).__name__)
             frames = inputs["features"].shape[1] if "features" in inputs else "?"
             raise ArtifactError(f"{self.path}: the {self.backend_name} graph failed on {frames} frames ({type(exc).__name__}: {first})") from None
         return np.asarray(output, dtype=np.float32).reshape(-1)
@@ -145,7 +145,7 @@ def load(
     except RvcCompileError:
         raise
     except Exception as exc:  # options a backend cannot parse: the manifest is damaged (see run_graph)
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        first = first_line(exc, 200)
         raise ArtifactError(f"{path}: the {manifest['backend']['name']} backend cannot load this artifact ({type(exc).__name__}: {first})") from None
     return CompiledVoice(path, manifest, runner, time.perf_counter() - start)
 
