@@ -22,10 +22,12 @@ GRAPH_INPUTS = (*USER_INPUTS, "excitation")
 
 
 class CompiledVoice:
-    """A loaded artifact. ``infer`` may be called from several threads at once."""
+    """A loaded artifact. ``infer`` may be called from several threads at once.
+
+    ``manifest`` has passed ``artifact.check_sections`` (``load`` and ``verify`` check it before any
+    backend reads it; the build constructs it from its own manifest)."""
 
     def __init__(self, path: Path, manifest: dict[str, Any], runner: Any, load_time_s: float):
-        check_sections(manifest, path, backends=BACKENDS)  # a manifest whose hashes were resealed is still untrusted data
         self.path = path
         self.manifest = manifest
         self.runner = runner
