@@ -36,6 +36,39 @@ def checkpoint_config(version: str, sample_rate: str, size: str = "full") -> lis
     return config
 
 
+def spread_channel_scales(state_dict: dict[str, Any], spread: float, seed: int) -> dict[str, Any]:
+    """Give the decoder's ResBlock channels widely spread scales, as trained voices have, without changing
+    the model's output.
+
+    A default random initialisation gives every channel of a layer one scale, which flatters int8 (one
+    activation range fits all channels). Trained voices have channels whose activations differ by orders
+    of magnitude. Each ResBlock's first conv gets its output channel c scaled by s_c and the second conv
+    its input channel c by 1/s_c (LeakyReLU between them commutes with positive scales), with log10(s_c)
+    drawn from N(0, spread): the function is unchanged, its int8 quantization is not.
+    """
+    import torch
+
+    if spread <= 0:
+        return state_dict
+    generator = torch.Generator().manual_seed(seed + 7919)
+    out = dict(state_dict)
+    pattern = re.compile(r"^dec\.resblocks\.(\d+)\.convs1\.(\d+)\.weight$")
+    for key in state_dict:
+        match = pattern.match(key)
+        if not match:
+            continue
+        block, index = match.groups()
+        second = f"dec.resblocks.{block}.convs2.{index}.weight"
+        channels = state_dict[key].shape[0]
+        scales = torch.pow(10.0, torch.randn(channels, generator=generator) * spread)
+        out[key] = state_dict[key] * scales[:, None, None]
+        bias = key[: -len("weight")] + "bias"
+        if bias in out:
+            out[bias] = state_dict[bias] * scales
+        out[second] = state_dict[second] / scales[None, :, None]
+    return out
+
+
 def random_state_dict(config: list[Any], version: str, f0: bool, seed: int) -> dict[str, Any]:
     """Random inference weights whose output is audio-like: neither silent nor clipped."""
     import torch
@@ -128,14 +161,18 @@ def make_checkpoint(
     layout: str = "small-model",
     key_style: str = "weight_g",
     seed: int = 0,
+    scale_spread: float = 0.0,
 ) -> Path:
-    """Write an RVC checkpoint with random weights; returns its path."""
+    """Write an RVC checkpoint with random weights; returns its path.
+
+    ``scale_spread``: std of log10 of per-channel scales in the decoder (``spread_channel_scales``): 0 is
+    a default initialisation; about 0.5 spreads channel ranges over two decades, like trained voices."""
     import torch
 
     if sample_rate not in SAMPLE_RATE_TAGS:
         raise ValueError(f"sample_rate must be one of {list(SAMPLE_RATE_TAGS)}")
     config = checkpoint_config(version, sample_rate, size)
-    weights = random_state_dict(config, version, f0, seed)
+    weights = spread_channel_scales(random_state_dict(config, version, f0, seed), scale_spread, seed)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if layout == "small-model":
