@@ -18,9 +18,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m rvc_compile.demo
 
-# Also writes the hostile-input table of this run (docs/RELIABILITY.md's format) to out/RELIABILITY.md.
+# Also writes the hostile-input table of this run (docs/RELIABILITY.md's format) to out/RELIABILITY.md,
+# and prints the 15 slowest tests (the suite must stay within 30 min on 2 cores of an AVX2-only CPU).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --reliability-report=out/RELIABILITY.md
+	$(BIN)/python -m pytest -q --durations=15 --reliability-report=out/RELIABILITY.md
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -33,6 +34,7 @@ reliability: $(STAMP)
 # demo checkpoint, benchmarks them against the baselines and the floor (~20 min on 2 cores).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/isa_section.py   # this machine's CPU-class section (docs/performance/isa-CLASS.md)
 
 # The same pipeline on a small model in a few minutes; writes out/bench-quick/, never docs/.
 bench-quick: $(STAMP)

@@ -366,6 +366,27 @@ def plot_speedup_vs_accuracy(bench: dict[str, Any], path: Path) -> Path:
 
 # -- the document ----------------------------------------------------------------------------------
 
+def _isa_sections(results: Path) -> list[str]:
+    """One section per CPU class measured (``benchmarks/isa_section.py`` writes results/isa-CLASS.json)."""
+    import importlib.util
+
+    files = sorted(Path(results).glob("isa-*.json"))
+    if not files:
+        return []
+    spec = importlib.util.spec_from_file_location("isa_section", Path(__file__).resolve().parent / "isa_section.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lines = ["## Per CPU class", "",
+             "The tables after this section come from the machine named in them. `make bench` also writes the section of the "
+             "CPU class it runs on (`benchmarks/isa_section.py`; a lower class can be measured on a newer CPU under oneDNN's ISA "
+             "cap, said so in its section). Each: eager fp32, the OpenVINO artifacts built for that class (`target.cpu`), one "
+             "interleaved run at 2 s, ratios to eager fp32 and to the floor measured under the same cap.", ""]
+    for path in files:
+        text = module.render(json.loads(path.read_text()))
+        lines += ["#" + text.splitlines()[0], *text.splitlines()[1:], ""]
+    return lines
+
+
 def render(results: Path, doc: Path) -> Path:
     results, doc = Path(results), Path(doc)
     run, builds, floor = _load(results, "run"), _load(results, "builds"), _load(results, "floor")
@@ -397,6 +418,7 @@ def render(results: Path, doc: Path) -> Path:
         "|---|---|---|---|",
         *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _targets(lengths, sections)],
         "",
+        *_isa_sections(results),
         f"## {TARGET_SECONDS:g} s of audio",
         "",
         machine,

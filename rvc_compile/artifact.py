@@ -20,7 +20,8 @@ from typing import Any
 
 from .errors import ArtifactError, first_line, is_storage_error, storage_error_message
 
-FORMAT_VERSION = 2  # 2: golden cases hold user-level inputs; model.host_source
+FORMAT_VERSION = 3  # 2: golden cases hold user-level inputs; model.host_source. 3: the isa section
+READABLE_FORMAT_VERSIONS = (2, 3)  # a format-2 artifact has no isa section: the runtime treats its CPU class as unknown
 MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.sha256"
 _TMP_PREFIX = ".tmp-"
@@ -202,8 +203,8 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
         raise ArtifactError(f"{path}: missing keys {', '.join(missing)}")
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format version {_short(manifest['format_version'])}; this rvc-compile reads {FORMAT_VERSION}")
+    if manifest["format_version"] not in READABLE_FORMAT_VERSIONS:
+        raise ArtifactError(f"{path}: format version {_short(manifest['format_version'])}; this rvc-compile reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))}")
     files = manifest["files"]
     if not isinstance(files, dict):
         raise ArtifactError(f"{path}: 'files' must be an object")
@@ -349,7 +350,19 @@ def check_sections(manifest: dict[str, Any], directory: Path, *, backends: Any =
     for index, goal in enumerate(array(latency.get("goals"), "latency.goals")):
         goal = mapping(goal, f"latency.goals[{index}]")
         number(goal.get("seconds"), f"latency.goals[{index}].seconds", positive=True)
-        number(goal.get("max_rtf"), f"latency.goals[{index}].max_rtf", positive=True)
+        for key in ("max_rtf", "min_speedup_vs_eager"):
+            if goal.get(key) is not None:
+                number(goal[key], f"latency.goals[{index}].{key}", positive=True)
+        if not isinstance(goal.get("enforce", False), bool):
+            raise fail(f"latency.goals[{index}].enforce", f"expected true or false, got {_short(goal.get('enforce'))}")
+    isa = manifest.get("isa")
+    if isa is not None:  # artifacts before format 3 have none
+        isa = mapping(isa, "isa")
+        for key in ("target", "verified_on"):
+            if not isinstance(isa.get(key), str):
+                raise fail(f"isa.{key}", f"expected an ISA class name, got {_short(isa.get(key))}")
+        if isa.get("int8_weight_bits") is not None:
+            integer(isa["int8_weight_bits"], "isa.int8_weight_bits", 2, 8)
     for key, value in mapping(manifest.get("accuracy_budget"), "accuracy_budget").items():
         if value is not None:
             number(value, f"accuracy_budget.{key}")

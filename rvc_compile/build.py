@@ -31,7 +31,7 @@ from .backends import get_backend
 from .errors import BuildError, CheckpointError, GateFailure, RecipeError
 from .golden import example_case, load_case, save_case
 from .inputs import make_noise
-from .machine import cpu_info, library_versions
+from .machine import cpu_info, emulation_env, int8_weight_bits, library_versions, machine_isa, resolve_target_cpu
 
 LIBRARIES = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxslim", "openvino", "nncf", "numpy")
 CAPTURE_LIBRARIES = ("torch", "onnx", "onnxscript", "numpy")
@@ -124,6 +124,20 @@ class _Reference:
         with torch.inference_mode():
             return self._model(*[torch.from_numpy(inputs[name]) for name in names]).numpy()
 
+    def p50_ms(self, inputs: dict[str, np.ndarray], *, repeat: int, warmup: int) -> float:
+        """Median wall time of the eager fp32 reference on ``inputs`` (the baseline of speed-up goals)."""
+        from .model import input_names
+
+        names = input_names(self.spec)
+        for _ in range(warmup):
+            self._compute(inputs, names)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            self._compute(inputs, names)
+            times.append(time.perf_counter() - start)
+        return float(np.median(times) * 1000.0)
+
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         from .model import input_names
 
@@ -196,9 +210,14 @@ def _calibration_feeds(recipe: Any, spec: Any, calibration: Any, names: list[str
 class _Build:
     """One build: the stages in order, each through the cache."""
 
-    def __init__(self, recipe: Any, stages: Any, workdir: Path, log: Callable[[str], None]):
+    def __init__(self, recipe: Any, stages: Any, workdir: Path, log: Callable[[str], None], choice: dict[str, Any] | None = None):
         self.recipe, self.stages, self.workdir, self.log = recipe, stages, workdir, log
+        self.choice = choice  # precision: auto's candidates so far
         self.backend = get_backend(recipe.target.backend)
+        # The CPU class the artifact is for, and how its checks run on this machine: natively, or (a lower
+        # class, on a backend whose kernels obey oneDNN's cap) in child processes that dispatch as on it.
+        self.target_isa, self.machine_isa = resolve_target_cpu(recipe.target.cpu), machine_isa()
+        self.emulation = emulation_env(self.target_isa, self.machine_isa) if getattr(self.backend, "ISA_EMULATION", False) else {}
         self.torch_passes, self.onnx_passes = _order_passes(recipe)
         shapes = recipe.shapes
         self.shapes = shapes
@@ -337,6 +356,7 @@ class _Build:
             plan = PrecisionPlan(
                 precision=precision, layers=layers, keep_fp32=keep, calibration=feeds,
                 calibration_method=policy.calibration_method, per_channel=policy.per_channel,
+                weight_bits=int8_weight_bits(self.target_isa),
             )
             self.log(f"precision {precision}: {len(plan.low_precision_layers)} of {len(layers)} layers in {precision}" + (f", {len(keep)} kept fp32" if keep else ""))
             meta: dict[str, Any] = {}
@@ -360,8 +380,13 @@ class _Build:
     def _check_backend(self, folder: Path, section: dict[str, Any], plan: Any) -> list[dict[str, Any]]:
         from .capture import multi_length_check
 
-        runner = self.backend.load(folder, section, threads=self.threads)
-        stage = f"backend {self.backend.NAME} {plan.precision}"
+        if self.emulation:
+            from .backends.emulated import EmulatedRunner
+
+            runner = EmulatedRunner(folder, section, self.threads, self.emulation)
+        else:
+            runner = self.backend.load(folder, section, threads=self.threads)
+        stage = f"backend {self.backend.NAME} {plan.precision}" + (f" (as on {self.target_isa.name})" if self.emulation else "")
         budget = dataclasses.asdict(self.recipe.accuracy) if plan.precision != "fp32" else None
         checks = multi_length_check(stage, runner.run, self.reference, self.spec, self.input_names, self.lengths, speaker=self.speaker, budget=budget)
         self.log(f"{stage}: checked at {self.lengths} frames")
@@ -425,7 +450,8 @@ class _Build:
             golden = self._golden(folder)
             manifest = self._manifest(golden, recipe_to_dict(recipe), recipe_sha256(recipe))
             self.log("measuring accuracy and latency in a fresh runtime process")
-            evaluation, samples = _evaluate_in_subprocess(folder, manifest, self.workdir)
+            evaluation, samples = _evaluate_in_subprocess(folder, manifest, self.workdir, env=self.emulation)
+            self._speedup_goals(evaluation["latency"])
             flops = flops_per_second(spec, self.state_dict)
             golden_dir = folder / "golden"
             model_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_relative_to(golden_dir))
@@ -435,6 +461,8 @@ class _Build:
                     "precision": recipe.target.precision, "size_bytes": model_bytes, "created": manifest["created"],
                 },
                 "machine": {**cpu_info(), "threads": recipe.target.threads, "libraries": manifest["library_versions"]},
+                "isa": manifest["isa"],
+                **({"precision_choice": self.choice} if self.choice else {}),
                 "source": {
                     "checkpoint": self.checkpoint.path.name, "sha256": self.checkpoint.sha256, "version": spec.version,
                     "sample_rate": spec.sampling_rate, "f0": spec.f0,
@@ -470,6 +498,40 @@ class _Build:
 
         copy_files(entry, writer.dir, exclude=(MANIFEST, MANIFEST_DIGEST))
         return entry.meta
+
+    def _speedup_goals(self, latency: dict[str, Any]) -> None:
+        """Goals against the fp32 eager reference: time it here, on the inputs the artifact was timed on."""
+        from .evaluate import check_goals
+
+        goals = self.recipe.latency.goals
+        wanted = sorted({goal.seconds for goal in goals if goal.min_speedup_vs_eager is not None})
+        if not wanted:
+            return
+        eager = {}
+        for case in latency["cases"]:
+            if any(abs(case["seconds"] - seconds) < 0.02 for seconds in wanted):
+                arrays = _timing_inputs(self.spec, case["frames"], self.speaker)
+                eager[round(case["seconds"], 3)] = self.reference.p50_ms(arrays, repeat=self.recipe.latency.repeat, warmup=self.recipe.latency.warmup)
+                self.log(f"eager fp32 reference at {case['seconds']:g} s: p50 {eager[round(case['seconds'], 3)]:.1f} ms")
+        latency["goals"], failures = check_goals(latency["cases"], [dataclasses.asdict(goal) for goal in goals], eager)
+        latency["failures"] = failures
+        latency["passed"] = not failures
+
+    def _isa(self) -> dict[str, Any]:
+        verified_by = "native" if self.target_isa.name == self.machine_isa.name else (
+            f"emulation ({', '.join(f'{k}={v}' for k, v in self.emulation.items())})" if self.emulation
+            else "this CPU; int8 sums are exact integers on every class with these weights" if self.recipe.target.precision == "int8"
+            else "this CPU (its kernels round fp32 alike on every class)"
+        )
+        return {
+            "requested": self.recipe.target.cpu,
+            "target": self.target_isa.name,
+            "built_on": self.machine_isa.name,
+            "verified_on": self.target_isa.name if (self.emulation or self.target_isa.name == self.machine_isa.name) else self.machine_isa.name,
+            "verified_by": verified_by,
+            "int8_weight_bits": int8_weight_bits(self.target_isa) if self.recipe.target.precision == "int8" else None,
+            "cpu": cpu_info()["cpu"],
+        }
 
     # -- artifact contents -----------------------------------------------------------------------
 
@@ -520,6 +582,8 @@ class _Build:
             "recipe": resolved_recipe,
             "recipe_sha256": recipe_digest,
             "target": dataclasses.asdict(recipe.target),
+            "isa": self._isa(),
+            **({"precision_choice": self.choice} if self.choice else {}),
             "backend": self.backend_section,
             "precision": self.plan_summary,
             "model": {
@@ -561,7 +625,69 @@ def build(
 
     ``cache_dir``: the build cache (None: ``$RVC_COMPILE_CACHE`` or the user cache folder, see
     ``cache.resolve_cache_dir``); ``use_cache=False`` builds every stage afresh in a throwaway cache.
+    ``target.precision: auto`` builds the candidates fastest first and keeps the first inside the budget.
     """
+    _check_target_cpu(recipe)
+    if recipe.target.precision != "auto":
+        return _build_one(recipe, out_dir=out_dir, force=force, cache_dir=cache_dir, use_cache=use_cache, log=log)
+    backend = get_backend(recipe.target.backend)
+    candidates, choice = auto_precision_candidates(recipe, backend)
+    log(f"precision auto: candidates {', '.join(candidates)} (fastest first) on {resolve_target_cpu(recipe.target.cpu).name}")
+    for precision in candidates:
+        policy = dataclasses.replace(recipe.precision_policy, accuracy_aware=recipe.precision_policy.accuracy_aware and precision == "int8")
+        candidate = dataclasses.replace(recipe, target=dataclasses.replace(recipe.target, precision=precision), precision_policy=policy)
+        try:
+            backend.check_policy(candidate.target, candidate.precision_policy)
+            result = _build_one(candidate, out_dir=out_dir, force=force, cache_dir=cache_dir, use_cache=use_cache, log=log,
+                                choice={**choice, "chosen": precision})
+        except (GateFailure, RecipeError) as exc:
+            if isinstance(exc, RecipeError) and not str(exc).startswith("precision_policy"):
+                raise
+            choice["tried"].append({"precision": precision, "result": f"refused: {exc}"})
+            log(f"precision auto: {precision} is out: {exc}")
+            continue
+        log(f"precision auto: chose {precision}")
+        return result
+    raise GateFailure(f"{recipe.recipe_path}: precision auto: no candidate passed the budget ({'; '.join(t['result'] for t in choice['tried'])})")
+
+
+def auto_precision_candidates(recipe: Any, backend: Any) -> tuple[list[str], dict[str, Any]]:
+    """``precision: auto``'s candidates, fastest first, and the record of those left out with why.
+
+    Measured order on every CPU class (docs/PERFORMANCE.md): int8 before bf16 (only where the CPU has
+    native bf16) before fp32. ONNX Runtime's fp16 runs slower than fp32 on CPUs (no fp16 arithmetic),
+    so it is never a candidate."""
+    isa = resolve_target_cpu(recipe.target.cpu)
+    candidates, tried = [], []
+    for precision in ("int8", "bf16", "fp32"):
+        if precision not in backend.PRECISIONS:
+            continue
+        if precision == "int8" and recipe.calibration.source == "none":
+            tried.append({"precision": "int8", "result": "skipped: no calibration data (calibration.source)"})
+        elif precision == "bf16" and not isa.native_bf16:
+            tried.append({"precision": "bf16", "result": f"skipped: {isa.name} has no native bf16"})
+        elif precision in getattr(backend, "SLOW_PRECISIONS", {}).get(isa.name, {}):
+            tried.append({"precision": precision, "result": f"skipped on {isa.name}: {backend.SLOW_PRECISIONS[isa.name][precision]}"})
+        else:
+            candidates.append(precision)
+    return candidates, {"requested": "auto", "cpu": isa.name, "tried": tried}
+
+
+def _check_target_cpu(recipe: Any) -> None:
+    """A build is checked on this machine: for its own class, or a class whose features it has."""
+    target, here = resolve_target_cpu(recipe.target.cpu), machine_isa()
+    if not here.runs_as(target):
+        missing = ", ".join(sorted(target.features - here.features))
+        raise RecipeError(
+            f"target.cpu: {recipe.target.cpu} needs {missing}, which this {here.name} CPU lacks, so the artifact's "
+            "accuracy cannot be checked here; build it on such a CPU, or use auto or portable"
+        )
+
+
+def _build_one(
+    recipe: Any, *, out_dir: Path | None, force: bool, cache_dir: Path | None, use_cache: bool,
+    log: Callable[[str], None], choice: dict[str, Any] | None = None,
+) -> BuildResult:
     from .build_stages import StageRunner
 
     started = time.perf_counter()
@@ -574,7 +700,7 @@ def build(
     with ArtifactWriter(out_root, recipe.name, recipe.version, force=force) as writer, \
             StageRunner(cache_dir, use_cache=use_cache, log=log) as stages, \
             stages.store.scratch() as scratch:
-        run = _Build(recipe, stages, scratch, log)
+        run = _Build(recipe, stages, scratch, log, choice=choice)
         run.started = started
         run.load()
         run.capture()
@@ -589,13 +715,26 @@ def build(
     return BuildResult(path=path, report=report, cache=cache_records)
 
 
-def _evaluate_in_subprocess(artifact_dir: Path, manifest: dict[str, Any], workdir: Path) -> tuple[dict[str, Any], dict[str, list[float]]]:
+def _timing_inputs(spec: Any, frames: int, speaker: int) -> dict[str, np.ndarray]:
+    """The user-level inputs ``evaluate.measure_latency`` times an artifact on (same case, same noise)."""
+    case = example_case(spec.feature_dim, frames, seed=7)
+    arrays = {"features": case["features"][None], "speaker": np.array([speaker], dtype=np.int64)}
+    arrays.update(make_noise("seed:1", frames, inter_channels=spec.inter_channels, hop_length=spec.hop_length, has_f0=spec.f0))
+    if spec.f0:
+        arrays["f0"] = case["f0"][None]
+    return arrays
+
+
+def _evaluate_in_subprocess(
+    artifact_dir: Path, manifest: dict[str, Any], workdir: Path, env: dict[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
     manifest_path, result_path = workdir / "manifest-draft.json", workdir / "evaluation.json"
     manifest_path.write_text(json.dumps(manifest))
     process = subprocess.run(
         [sys.executable, "-m", "rvc_compile.evaluate", str(artifact_dir), str(manifest_path), str(result_path)],
         capture_output=True, text=True,
-        env={**os.environ, "TMPDIR": str(workdir)},  # its temporary files (compile blobs) go to the build's scratch
+        # Its temporary files (compile blobs) go to the build's scratch; ``env`` may cap oneDNN's ISA.
+        env={**os.environ, **(env or {}), "TMPDIR": str(workdir)},
     )
     if process.returncode != 0 or not result_path.exists():
         detail = (process.stderr.strip().splitlines() or ["no output"])[-1]

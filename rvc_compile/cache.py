@@ -216,7 +216,8 @@ def cpu_device() -> dict[str, Any]:
     from .machine import cpu_info
 
     info = cpu_info()
-    return {"kind": "cpu", "machine": platform.machine(), "cpu": info["cpu"], "flags": sorted(info["flags"])}
+    # isa_class: the class after ONEDNN_MAX_CPU_ISA's cap, under which the same CPU compiles other kernels.
+    return {"kind": "cpu", "machine": platform.machine(), "cpu": info["cpu"], "flags": sorted(info["flags"]), "isa_class": info["isa_class"]}
 
 
 def _check_key(key: str) -> str:

@@ -43,15 +43,19 @@ def main() -> None:
 
 
 @cli.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("checkpoint", metavar="CKPT|ARTIFACT", type=click.Path(path_type=Path))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="RVC config json (training checkpoints).")
 @click.option("--sample-rate", type=click.Choice(["32k", "40k", "48k"]), help="Sample rate of a training checkpoint, if its shapes are ambiguous.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(checkpoint: Path, config_path: Path | None, sample_rate: str | None, as_json: bool) -> None:
-    """Describe an RVC checkpoint: version, rate, config, parameters, cost."""
-    from .inspect import describe_checkpoint, format_description
+    """Describe an RVC checkpoint (version, rate, config, parameters, cost) or an artifact (target, CPU
+    class it was built and verified for); both with this machine's CPU class."""
+    from .inspect import describe_artifact, describe_checkpoint, format_description
 
-    description = describe_checkpoint(checkpoint, config_path=config_path, sample_rate=sample_rate)
+    if checkpoint.is_dir():
+        description = describe_artifact(checkpoint)
+    else:
+        description = describe_checkpoint(checkpoint, config_path=config_path, sample_rate=sample_rate)
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
 
 
@@ -349,11 +353,13 @@ def prune(recipe_path: Path, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.option("--layout", type=click.Choice(["small-model", "training"]), default="small-model", show_default=True)
 @click.option("--key-style", type=click.Choice(["weight_g", "parametrizations"]), default="weight_g", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
-def make_checkpoint_command(output: Path, model_version: str, sample_rate: str, f0: bool, size: str, layout: str, key_style: str, seed: int) -> None:
+@click.option("--scale-spread", default=0.0, show_default=True, type=click.FloatRange(0.0, 3.0),
+              help="Std of log10 per-channel scales in the decoder (0.5: channel ranges spread like a trained voice's).")
+def make_checkpoint_command(output: Path, model_version: str, sample_rate: str, f0: bool, size: str, layout: str, key_style: str, seed: int, scale_spread: float) -> None:
     """Write an official-format RVC checkpoint with random weights (for tests and demos)."""
     from .synthetic import make_checkpoint
 
-    make_checkpoint(output, version=model_version, sample_rate=sample_rate, f0=f0, size=size, layout=layout, key_style=key_style, seed=seed)
+    make_checkpoint(output, version=model_version, sample_rate=sample_rate, f0=f0, size=size, layout=layout, key_style=key_style, seed=seed, scale_spread=scale_spread)
     click.echo(str(output))
 
 

@@ -1,4 +1,4 @@
-"""``rvc-compile inspect``: what a checkpoint is and what it costs to run."""
+"""``rvc-compile inspect``: what a checkpoint is and what it costs to run, or what CPU an artifact is for."""
 
 from __future__ import annotations
 
@@ -31,10 +31,52 @@ def describe_checkpoint(path: Path, *, config_path: Path | None = None, sample_r
         "pruning": checkpoint.pruning,
         "parameters": parameter_counts(checkpoint.state_dict),
         "gflop_per_second_of_audio": {name: round(value / 1e9, 3) for name, value in flops.items()},
+        "machine": _cpu_info(),
     }
 
 
+def _cpu_info() -> dict[str, Any]:
+    from .machine import cpu_info
+
+    return cpu_info()
+
+
+def describe_artifact(path: Path) -> dict[str, Any]:
+    """What an artifact is for: name, backend, precision, the CPU class it was built and verified for."""
+    from .artifact import read_manifest
+
+    manifest = read_manifest(Path(path))
+    precision = manifest.get("precision") if isinstance(manifest.get("precision"), dict) else {}
+    return {
+        "kind": "artifact",
+        "path": str(path),
+        "name": manifest["name"],
+        "version": manifest["version"],
+        "backend": manifest.get("backend", {}).get("name"),
+        "precision": precision.get("precision"),
+        "isa": manifest.get("isa"),
+        "precision_choice": manifest.get("precision_choice"),
+        "machine": _cpu_info(),
+    }
+
+
+def _machine_line(machine: dict[str, Any]) -> str:
+    cap = f", capped by ONEDNN_MAX_CPU_ISA={machine['onednn_max_cpu_isa']}" if machine.get("onednn_max_cpu_isa") else ""
+    return f"this machine    {machine['isa_class']}  ({machine['cpu']}; {' '.join(machine['flags']) or 'no AVX2'}{cap})"
+
+
 def format_description(d: dict[str, Any]) -> str:
+    if d.get("kind") == "artifact":
+        isa = d.get("isa") or {}
+        lines = [
+            f"artifact        {d['path']}  ({d['name']} {d['version']})",
+            f"backend         {d['backend']}  {d['precision']}" + (f"  (precision auto: {d['precision_choice']['chosen']})" if d.get("precision_choice") else ""),
+            (f"built for       {isa['target']}  (target.cpu {isa.get('requested')}; built on {isa.get('built_on')}, verified on "
+             f"{isa.get('verified_on')} by {isa.get('verified_by')})" + (f"; int8 weights {isa['int8_weight_bits']}-bit" if isa.get("int8_weight_bits") else ""))
+            if isa else "built for       an unrecorded CPU class (artifact format 2)",
+            _machine_line(d["machine"]),
+        ]
+        return "\n".join(lines)
     params = d["parameters"]
     gflop = d["gflop_per_second_of_audio"]
     lines = [
@@ -53,4 +95,6 @@ def format_description(d: dict[str, Any]) -> str:
         pruning = d.get("pruning") or {}
         ratios = ", ".join(f"{g} {r:.0%}" for g, r in (pruning.get("ratios") or {}).items() if r > 0)
         lines.insert(8, f"pruned          {len(d['channels'])} layers narrower than the config" + (f" ({ratios} of block-internal channels)" if ratios else ""))
+    if d.get("machine"):
+        lines.append(_machine_line(d["machine"]))
     return "\n".join(lines)

@@ -205,6 +205,9 @@ DEFAULT_BUDGETS: dict[str, dict[str, float | None]] = {
     "bf16": {"min_snr_db": 28.0, "max_log_mel_db": 1.5, "max_mrstft": 0.6, "max_f0_cents": 10.0, "max_abs_error": None},
     "int8": {"min_snr_db": 27.0, "max_log_mel_db": 2.0, "max_mrstft": 0.5, "max_f0_cents": 20.0, "max_abs_error": None},
 }
+# precision: auto takes the fp16 budget whichever precision wins: as close to the reference as an fp16
+# artifact, so "auto" never trades away more accuracy than fp16 would.
+DEFAULT_BUDGETS["auto"] = dict(DEFAULT_BUDGETS["fp16"])
 
 
 def check_budget(metrics: dict[str, Any], budget: dict[str, Any]) -> list[str]:

@@ -32,6 +32,9 @@ class PrecisionPlan:
     calibration: list[dict[str, np.ndarray]] = field(default_factory=list)  # graph feeds (int8)
     calibration_method: str = "minmax"
     per_channel: bool = True
+    # int8 weights: 8 bits need VNNI; 7 keep every u8 x s8 pair sum inside vpmaddubsw's 16 bits on CPUs
+    # without it (machine.int8_weight_bits of the target's ISA class).
+    weight_bits: int = 8
 
     @property
     def low_precision_layers(self) -> list[str]:
@@ -48,4 +51,5 @@ class PrecisionPlan:
             "calibration_cases": len(self.calibration),
             "calibration_method": self.calibration_method if self.precision == "int8" else None,
             "per_channel": self.per_channel if self.precision == "int8" else None,
+            "weight_bits": self.weight_bits if self.precision == "int8" else None,
         }

@@ -57,7 +57,12 @@ class Source:
 class Target:
     backend: Literal["onnxruntime", "openvino", "tensorrt", "aoti"] = "onnxruntime"
     device: Literal["cpu", "cuda"] = "cpu"
-    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    # auto: the fastest precision the target CPU runs natively that passes the accuracy budget.
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = "fp32"
+    # The CPU class the artifact is built and checked for (rvc_compile.machine): auto = this machine;
+    # portable = avx2, right on every x86-64 CPU with AVX2; or an explicit class. It sets the int8 scheme
+    # (7-bit weights without VNNI) and bf16's availability; lower classes are checked under emulation.
+    cpu: Literal["auto", "portable", "avx2", "avx2-vnni", "avx512", "avx512-vnni", "avx512-bf16", "amx"] = "auto"
     threads: int = 2
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     # Where backends keep compiled blobs so a second load is fast (OpenVINO's model cache): the user's
@@ -193,8 +198,14 @@ class Accuracy:
 
 @dataclass
 class LatencyGoal:
+    """A latency goal at one of ``latency.seconds``: a real-time factor, a speed-up over the fp32 eager
+    reference timed in the same run, or both. Goals are reported; only ``enforce: true`` fails the build or
+    ``verify`` on them (a slow or busy machine must not fail a correct artifact)."""
+
     seconds: float
-    max_rtf: float
+    max_rtf: Optional[float] = None
+    min_speedup_vs_eager: Optional[float] = None  # measured at build time (verify needs no torch)
+    enforce: bool = False
 
 
 @dataclass
@@ -518,8 +529,12 @@ def _validate(recipe: Recipe, located: _Located) -> None:
     for i, goal in enumerate(recipe.latency.goals):
         if not any(abs(goal.seconds - s) < 1e-9 for s in recipe.latency.seconds):
             raise located.error(("latency", "goals", i, "seconds"), f"{goal.seconds} s is not one of latency.seconds {recipe.latency.seconds}")
-        if goal.max_rtf <= 0:
-            raise located.error(("latency", "goals", i, "max_rtf"), "must be positive")
+        if goal.max_rtf is None and goal.min_speedup_vs_eager is None:
+            raise located.error(("latency", "goals", i), "set max_rtf, min_speedup_vs_eager, or both")
+        for key in ("max_rtf", "min_speedup_vs_eager"):
+            value = getattr(goal, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise located.error(("latency", "goals", i, key), "must be positive")
     if not recipe.golden.seconds or any(s <= 0 for s in recipe.golden.seconds):
         raise located.error(("golden", "seconds"), "need at least one positive length")
     if not _NOISE.match(recipe.golden.noise):
@@ -529,8 +544,8 @@ def _validate(recipe: Recipe, located: _Located) -> None:
         raise located.error(("calibration", "source"), "int8 needs calibration data: set calibration.source (rvc-logs, npz or generated)")
     if policy.keep_fp32 and recipe.target.precision == "fp32":
         raise located.error(("precision_policy", "keep_fp32"), "only meaningful for fp16, bf16 or int8 targets")
-    if policy.accuracy_aware and recipe.target.precision != "int8":
-        raise located.error(("precision_policy", "accuracy_aware"), "only for int8 targets")
+    if policy.accuracy_aware and recipe.target.precision not in ("int8", "auto"):
+        raise located.error(("precision_policy", "accuracy_aware"), "only for int8 targets (or precision auto, for its int8 candidate)")
     if policy.max_fp32_layers is not None and policy.max_fp32_layers < 0:
         raise located.error(("precision_policy", "max_fp32_layers"), "must be 0 or more")
     _validate_calibration(recipe.calibration, located)

@@ -77,8 +77,18 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
             f"| {case['seconds']:.2f} | {case['frames']} | {case['runs']} | {case['p50_ms']:.1f} | {case['p90_ms']:.1f} | "
             f"{case['p99_ms']:.1f} | {case['rtf_p50']:.3f} |"
         )
-    goals = ", ".join(f"RTF <= {g['max_rtf']} at {g['seconds']} s" for g in latency["goals"]) or "none"
-    lines += ["", f"Goals: {goals}. Result: **{'PASS' if latency['passed'] else 'FAIL'}**.", ""]
+    lines += ["", f"Goals: {describe_goals(latency['goals'])}. Result: **{'PASS' if latency['passed'] else 'FAIL'}** (only enforced goals can fail).", ""]
+    isa = report.get("isa")
+    if isa:
+        lines += ["## CPU class", "", (
+            f"Built for **{isa['target']}** (target.cpu: {isa['requested']}) on a {isa['built_on']} CPU; verified on "
+            f"{isa['verified_on']} by {isa['verified_by']}."
+            + (f" int8 weights: {isa['int8_weight_bits']} bits." if isa.get("int8_weight_bits") else "")
+        ), ""]
+    choice = report.get("precision_choice")
+    if choice:
+        tried = "; ".join(f"{t['precision']}: {t['result']}" for t in choice["tried"]) or "none before it"
+        lines += [f"Precision auto chose **{choice['chosen']}** for {choice['cpu']} (left out: {tried}).", ""]
     precision = report.get("precision")
     if precision:
         lines += ["## Precision", ""]
@@ -164,6 +174,23 @@ def plot_latency(path: Path, samples: dict[str, list[float]]) -> None:
     axis.grid(axis="y", alpha=0.3)
     figure.savefig(path, dpi=80)
     plt.close(figure)
+
+
+def describe_goals(goals: list[dict[str, Any]]) -> str:
+    """One phrase per latency goal: what it asks, what was measured, met or missed, enforced or reported."""
+    phrases = []
+    for goal in goals:
+        asks = []
+        if goal.get("max_rtf") is not None:
+            measured = f" (measured {goal['rtf_p50']:.3f})" if goal.get("rtf_p50") is not None else ""
+            asks.append(f"RTF <= {goal['max_rtf']}{measured}")
+        if goal.get("min_speedup_vs_eager") is not None:
+            speedup = goal.get("speedup_vs_eager")
+            measured = f" (measured {speedup:.2f}x)" if speedup is not None else " (not measured here: needs the eager reference)"
+            asks.append(f">= {goal['min_speedup_vs_eager']}x the fp32 eager reference{measured}")
+        status = ("met" if goal.get("met", True) else "missed") + (", enforced" if goal.get("enforce") else ", reported")
+        phrases.append(f"{' and '.join(asks)} at {goal['seconds']} s: {status}")
+    return "; ".join(phrases) or "none"
 
 
 def write_report(

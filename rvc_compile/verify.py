@@ -25,6 +25,12 @@ def verify_artifact(path: Path, *, skip_latency: bool = False, threads: int | No
         result["passed"] = False
         return result
     check_sections(manifest, path, backends=BACKENDS)  # ArtifactError (exit 2): intact hashes over values verify cannot use
+    from .machine import machine_isa
+
+    isa = manifest.get("isa") or {}
+    here = machine_isa()
+    result["isa"] = {"built_for": isa.get("target"), "verified_on": isa.get("verified_on"), "this_machine": here.name,
+                     "int8_weight_bits": isa.get("int8_weight_bits")}
     evaluation, _ = evaluate_artifact(path, manifest, check_latency=not skip_latency, threads=threads)
     result.update(evaluation)
     result["passed"] = evaluation["accuracy"]["passed"] and (skip_latency or evaluation["latency"]["passed"])
@@ -51,6 +57,10 @@ def format_result(result: dict[str, Any]) -> str:
     else:
         lines.append(f"integrity FAIL  ({len(integrity['problems'])} problems)")
         lines += [f"  - {problem}" for problem in integrity["problems"]]
+    isa = result.get("isa")
+    if isa:
+        bits = f", int8 weights {isa['int8_weight_bits']}-bit" if isa.get("int8_weight_bits") else ""
+        lines.append(f"cpu       built for {isa['built_for'] or 'an unrecorded class'} (verified on {isa['verified_on'] or '?'}{bits}); this machine: {isa['this_machine']}")
     accuracy = result.get("accuracy")
     if accuracy:
         lines.append(f"accuracy  {'PASS' if accuracy['passed'] else 'FAIL'}  (reference: {accuracy['reference']})")
@@ -72,6 +82,10 @@ def format_result(result: dict[str, Any]) -> str:
                 f"  {case['seconds']:>6.2f} s audio: p50 {_fmt(case['p50_ms'], ' ms')}, p90 {_fmt(case['p90_ms'], ' ms')}, "
                 f"p99 {_fmt(case['p99_ms'], ' ms')}, RTF {_fmt(case['rtf_p50'])}"
             )
+        from .report import describe_goals
+
+        if latency.get("goals"):
+            lines.append(f"  goals: {describe_goals(latency['goals'])}")
         lines += [f"  - {failure}" for failure in latency["failures"]]
     lines.append("PASS" if result["passed"] else "FAIL")
     return "\n".join(lines)

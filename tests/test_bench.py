@@ -299,7 +299,8 @@ def test_artifact_profile_groups_nodes_by_the_weights_they_read(artifact):
 
     profile = profile_artifact(artifact, seconds=0.3, threads=1, repeat=1)
     _check_profile(profile)
-    assert profile["by_op_type"][0]["op_type"] in ("Conv", "FusedConv")
+    # The fused kernel's name depends on the CPU (Conv, FusedConv, NchwcConv, QLinearConv...): a convolution leads.
+    assert "Conv" in profile["by_op_type"][0]["op_type"], profile["by_op_type"][:3]
 
 
 @pytest.mark.slow

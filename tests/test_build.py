@@ -290,3 +290,24 @@ def test_recipe_schema_command_prints_json_schema():
     assert process.returncode == 0
     schema = json.loads(process.stdout)
     assert "properties" in schema and "target" in schema["properties"]
+
+
+def test_latency_goals_are_reported_unless_enforced(tmp_path, small_checkpoint):
+    from conftest import assert_build_error, run_cli
+
+    """A slow or busy machine must not fail a correct artifact: goals are reported; ``enforce`` makes one a gate.
+    Speed-up goals compare with the fp32 eager reference timed in the same build."""
+    from conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path, small_checkpoint)
+    impossible = "latency.goals=[{seconds: 0.1, max_rtf: 0.000001, min_speedup_vs_eager: 1000}]"
+    result = build(load_recipe(recipe, [impossible]), cache_dir=tmp_path / "cache", log=lambda message: None)
+    goal = result.report["latency"]["goals"][0]
+    assert result.report["latency"]["passed"] and goal["met"] is False and goal["enforce"] is False
+    assert goal["speedup_vs_eager"] > 0 and goal["eager_p50_ms"] > 0 and len(goal["missed"]) == 2
+    assert "missed, reported" in (result.path / "report.md").read_text()
+    verified = run_cli("verify", result.path)
+    assert verified.returncode == 0 and "not measured here" in verified.stdout, verified.stdout
+    enforced = run_cli("build", recipe, "--set", impossible.replace("1000}", "1000, enforce: true}"), "--set", "name=enforced")
+    assert_build_error(enforced, "real-time factor", exit_code=1)
+    assert not (tmp_path / "artifacts" / "enforced").exists()

@@ -6,7 +6,11 @@
   (fp16 islands, int8 quantization with calibration feeds), write the backend's files into the artifact
   folder and return the manifest's ``backend`` section (file names, session/compile options);
 - ``load(artifact_dir, backend_section, threads=None, cache_dir=None) -> runner``: ``runner.run(feed) ->
-  audio`` for the graph's inputs (``cache_dir``: where the backend may keep compiled blobs).
+  audio`` for the graph's inputs (``cache_dir``: where the backend may keep compiled blobs);
+- ``adapt_to_cpu(backend_section, isa) -> (section, notes)``: the section to load on a CPU of that ISA
+  class (``machine.IsaClass``), and what it changed and why;
+- ``ISA_EMULATION``: whether its kernels obey ``ONEDNN_MAX_CPU_ISA`` (builds then check a lower target
+  class under that cap).
 
 Module top levels import numpy and the standard library only; each backend's library is imported in
 the function that needs it, so ``import rvc_compile.runtime`` stays light.

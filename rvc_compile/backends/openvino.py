@@ -21,6 +21,11 @@ MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
 PRECISIONS = ("fp32", "bf16", "int8")
 DEVICES = ("cpu",)
+ISA_EMULATION = True  # its CPU plugin obeys ONEDNN_MAX_CPU_ISA: builds check lower ISA classes under it
+# Precisions this backend runs slower than fp32 on a CPU class (precision: auto leaves them out there).
+# Measured with OpenVINO 2026.4 on the full-size v2 40k voice, 2 threads (docs/PRECISION.md): on AMX its int8
+# convolutions compile for 42 s, take 5 GB and run 2 s of audio in 1.9 s (0.41 s capped to AVX512_CORE_VNNI).
+SLOW_PRECISIONS = {"amx": {"int8": "OpenVINO's AMX int8 kernels run this model slower than fp32 (docs/PRECISION.md)"}}
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 # calibration_method -> NNCF's activation range estimator
 RANGE_ESTIMATORS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "entropy": "HISTOGRAM"}
@@ -33,11 +38,15 @@ def check_target(target: Any) -> None:
         hint = " (this backend's CPU plugin has no fp16 compute on CPUs without AVX512-FP16; use bf16)" if target.precision == "fp16" else ""
         raise RecipeError(f"target.precision: the openvino backend supports {', '.join(PRECISIONS)}, not {target.precision!r}{hint}")
     if target.precision == "bf16":
-        import openvino as ov
+        from ..machine import resolve_target_cpu
 
-        capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        if "BF16" not in capabilities:
-            raise RecipeError(f"target.precision: bf16 needs a CPU with bf16 support (this one offers {', '.join(capabilities)})")
+        isa = resolve_target_cpu(target.cpu)
+        if not isa.native_bf16:
+            where = "this machine" if target.cpu == "auto" else f"target.cpu {target.cpu}"
+            raise RecipeError(
+                f"target.precision: bf16 needs a CPU with native bf16 (AVX-512 BF16 or AMX); {where} is {isa.name}, "
+                "where bf16 is emulated and slower than fp32 (use int8 or fp32, or precision: auto)"
+            )
 
 
 def check_policy(target: Any, policy: Any) -> None:
@@ -59,6 +68,17 @@ def compile_options(precision: str, threads: int) -> dict[str, Any]:
     }
 
 
+def adapt_to_cpu(section: dict[str, Any], isa: Any) -> tuple[dict[str, Any], list[str]]:
+    """The backend section to load on a CPU of class ``isa``, and what changed. A bf16 artifact on a CPU
+    without native bf16 runs in f32: OpenVINO would otherwise emulate bf16 (slower than f32) or, under a
+    oneDNN ISA cap, fail to compile."""
+    options = section.get("compile_options", {})
+    if options.get("INFERENCE_PRECISION_HINT") == "bf16" and not isa.native_bf16:
+        adapted = {**section, "compile_options": {**options, "INFERENCE_PRECISION_HINT": "f32"}}
+        return adapted, [f"bf16 artifact on a {isa.name} CPU without native bf16: running in f32 (fp32 accuracy, fp32 speed)"]
+    return section, []
+
+
 def _quantize(model: Any, plan: Any) -> Any:
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
@@ -68,6 +88,11 @@ def _quantize(model: Any, plan: Any) -> Any:
         raise RecipeError("calibration: int8 needs calibration data (set calibration.source)")
     estimator = getattr(RangeEstimatorParametersSet, RANGE_ESTIMATORS[plan.calibration_method])
     ignored = nncf.IgnoredScope(names=_ov_names(model, plan.keep_fp32), validate=False) if plan.keep_fp32 else None
+    from nncf.quantization.advanced_parameters import OverflowFix
+
+    # 7-bit weights (the overflow fix on every layer) for CPUs without VNNI; with VNNI NNCF's default,
+    # which applies it to the first layer only.
+    overflow_fix = OverflowFix.ENABLE if plan.weight_bits < 8 else OverflowFix.FIRST_LAYER
     with _quiet():
         return nncf.quantize(
             model,
@@ -79,7 +104,7 @@ def _quantize(model: Any, plan: Any) -> Any:
             # 2 s: 41.3 dB SNR / 0.38 dB log-mel against 25.6 dB / 3.06 dB, and no slower.
             model_type=nncf.ModelType.TRANSFORMER,
             ignored_scope=ignored,
-            advanced_parameters=AdvancedQuantizationParameters(activations_range_estimator_params=estimator),
+            advanced_parameters=AdvancedQuantizationParameters(activations_range_estimator_params=estimator, overflow_fix=overflow_fix),
         )
 
 
@@ -176,6 +201,19 @@ class Runner:
         self._static: dict[int, Any] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
+
+    def executed_precisions(self) -> dict[str, int]:
+        """How many convolutions and matrix products the compiled model runs in each precision (i8, bf16,
+        f32): what OpenVINO actually executes, read from its runtime graph."""
+        counts: dict[str, int] = {}
+        for op in self.compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if "layerType" not in info or "runtimePrecision" not in info:
+                continue
+            if info["layerType"].astype(str) in ("Convolution", "Deconvolution", "FullyConnected", "MatMul"):
+                precision = info["runtimePrecision"].astype(str)
+                counts[precision] = counts.get(precision, 0) + 1
+        return counts
 
     def _request(self, compiled: Any) -> Any:
         requests = getattr(self._local, "requests", None)

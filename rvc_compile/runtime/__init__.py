@@ -16,6 +16,7 @@ from ..artifact import check_sections, verify_or_raise
 from ..backends import BACKENDS, get_backend
 from ..errors import ArtifactError, InputError, RvcCompileError, first_line
 from ..inputs import USER_INPUTS, NoiseSpec, graph_feed, make_noise, validate_inputs
+from .placement import ON_OTHER_CPU, check_on_this_cpu, placement
 from .windows import WindowPlan, run_windowed
 
 GRAPH_INPUTS = (*USER_INPUTS, "excitation")
@@ -61,6 +62,16 @@ class CompiledVoice:
         if unfed:
             raise ArtifactError(f"{path}: the graph takes input {unfed[0]!r}, which the manifest's signature does not list")
         self.backend_name: str = manifest["backend"]["name"]
+        isa = manifest.get("isa") or {}
+        self.built_for: str | None = isa.get("target")  # the CPU class it was built and verified for
+        self.cpu_notes: list[str] = []  # what loading on this CPU changed (runtime.load fills it)
+
+    @property
+    def executed_precision(self) -> dict[str, int] | None:
+        """Layers by the precision the backend actually runs them in ({'i8': 170, 'f32': 1}), where the
+        backend can tell (OpenVINO); None otherwise (ONNX Runtime runs the graph's own types)."""
+        counts = getattr(self.runner, "executed_precisions", None)
+        return counts() if counts is not None else None
 
     def graph_inputs(
         self, features: np.ndarray, f0: np.ndarray | None, speaker: int, noise: NoiseSpec, labels: dict[str, str] | None = None
@@ -133,23 +144,39 @@ def compile_cache_dir(path: Path, manifest: dict[str, Any], override: str | Path
 
 def load(
     path: str | Path, *, threads: int | None = None, allow_tampered: bool = False, compile_cache: str | Path | None = None,
+    on_other_cpu: str = "check",
 ) -> CompiledVoice:
     """Load an artifact folder after checking every file's hash (``allow_tampered`` skips the refusal).
 
     ``compile_cache``: a folder for the backend's compiled blobs, or "none"; by default the artifact's
-    recorded policy. The first load compiles and fills it; later loads read the compiled model."""
+    recorded policy. The first load compiles and fills it; later loads read the compiled model.
+
+    ``on_other_cpu``: what to do on a CPU of another ISA class than the one the artifact was verified
+    for: "check" runs its golden cases once on this machine (the result is cached per machine) and
+    refuses it if they fail; "warn" warns; "trust" does neither. An artifact whose numerics cannot be
+    right here (int8 with 8-bit weights, built for VNNI, on a CPU without VNNI) is refused whatever this says.
+    """
+    if on_other_cpu not in ON_OTHER_CPU:
+        raise ValueError(f"on_other_cpu must be one of {', '.join(ON_OTHER_CPU)}, not {on_other_cpu!r}")
     path = Path(path)
     start = time.perf_counter()
     manifest = check_sections(verify_or_raise(path, allow_tampered=allow_tampered), path, backends=BACKENDS)
     backend = get_backend(manifest["backend"]["name"], for_build=False)
+    where = placement(path, manifest)  # ArtifactError when it cannot be right on this CPU
+    section, notes = backend.adapt_to_cpu(manifest["backend"], where.machine)
     try:
-        runner = backend.load(path, manifest["backend"], threads=threads, cache_dir=compile_cache_dir(path, manifest, compile_cache))
+        runner = backend.load(path, section, threads=threads, cache_dir=compile_cache_dir(path, manifest, compile_cache))
     except RvcCompileError:
         raise
     except Exception as exc:  # options a backend cannot parse: the manifest is damaged (see run_graph)
         first = first_line(exc, 200)
         raise ArtifactError(f"{path}: the {manifest['backend']['name']} backend cannot load this artifact ({type(exc).__name__}: {first})") from None
-    return CompiledVoice(path, manifest, runner, time.perf_counter() - start)
+    voice = CompiledVoice(path, manifest, runner, time.perf_counter() - start)
+    voice.cpu_notes = notes + where.notes
+    if where.other:
+        check_on_this_cpu(voice, where, on_other_cpu)
+    voice.load_time_s = time.perf_counter() - start
+    return voice
 
 
 __all__ = ["CompiledVoice", "load"]
