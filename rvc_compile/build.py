@@ -514,6 +514,9 @@ class _Build:
                 eager[round(case["seconds"], 3)] = self.reference.p50_ms(arrays, repeat=self.recipe.latency.repeat, warmup=self.recipe.latency.warmup)
                 self.log(f"eager fp32 reference at {case['seconds']:g} s: p50 {eager[round(case['seconds'], 3)]:.1f} ms")
         latency["goals"], failures = check_goals(latency["cases"], [dataclasses.asdict(goal) for goal in goals], eager)
+        if self.emulation:  # the artifact ran as on the target class; the eager reference runs in this process, natively
+            for goal in latency["goals"]:
+                goal["eager_timed_on"] = f"{self.machine_isa.name} (natively; the artifact as on {self.target_isa.name})"
         latency["failures"] = failures
         latency["passed"] = not failures
 

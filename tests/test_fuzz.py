@@ -285,7 +285,7 @@ def test_fuzz_checkpoint_payloads(tmp_path, real_checkpoint, hostile):
 
 @pytest.mark.slow
 def test_fuzz_checkpoint_payloads_long(tmp_path, real_checkpoint, hostile):
-    _payload_test(tmp_path, real_checkpoint, hostile, "random, long run", long_settings(2000))
+    _payload_test(tmp_path, real_checkpoint, hostile, "random, long run", long_settings(700))
 
 
 def test_fuzz_checkpoint_raw_pickle_opcodes(tmp_path, hostile):

@@ -109,8 +109,8 @@ def _build(recipe: Path, *overrides: str):
 
 
 # Voices unlike the demo voice: other versions and rates, channels with spread scales.
+# v2 40k without spread is the shipped-recipe test's voice (tests/test_shipped_recipes.py).
 VOICES = [
-    pytest.param(("v2", "40k", 0.0), id="v2-40k"),
     pytest.param(("v2", "48k", 0.6), id="v2-48k-spread"),
     pytest.param(("v1", "32k", 0.6), id="v1-32k-spread"),
 ]
@@ -159,9 +159,10 @@ def test_shipped_int8_recipes_pass_as_on_avx2_on_voices_unlike_the_demo(voice, b
     version, rate, spread = voice
     checkpoint = checkpoint_factory(version, rate, True, scale_spread=spread)
     recipe = Path(__file__).resolve().parent.parent / "recipes" / f"cpu-int8-{backend}.yaml"
-    result = _build(recipe, f"source.checkpoint={checkpoint}", "target.cpu=portable", f"output_dir={tmp_path}", "latency.repeat=1", "latency.warmup=0")
+    result = _build(recipe, f"source.checkpoint={checkpoint}", "target.cpu=portable", f"output_dir={tmp_path}", "latency.repeat=1",
+                    "latency.warmup=0", "latency.seconds=[0.5]", "shapes.max_frames=400")
     checks = [c for c in result.report["multi_length_checks"] if c["stage"].startswith("backend")]
-    assert [c["frames"] for c in checks] == [10, 200, 1000] and all(c["passed"] and c["snr_db"] >= 27 for c in checks), checks
+    assert [c["frames"] for c in checks] == [10, 200, 400] and all(c["passed"] and c["snr_db"] >= 27 for c in checks), checks
     assert result.report["isa"]["int8_weight_bits"] == 7
 
 
@@ -279,7 +280,7 @@ def test_runtime_on_its_own_class_runs_no_check_and_reports_what_openvino_execut
     loaded = json.loads(process.stdout.split("LOADED", 1)[1])
     if CAN_CAP:
         assert loaded["notes"] == [] and loaded["warnings"] == []
-    assert loaded["executed"].get("i8", 0) > 0, loaded["executed"]
+    assert loaded["executed"].get("int8", 0) > 0 and set(loaded["executed"]) <= {"int8", "fp32"}, loaded["executed"]
 
 
 def test_a_bf16_artifact_runs_in_f32_on_a_cpu_without_native_bf16(tmp_path):

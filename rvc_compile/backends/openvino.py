@@ -203,15 +203,16 @@ class Runner:
         self._local = threading.local()
 
     def executed_precisions(self) -> dict[str, int]:
-        """How many convolutions and matrix products the compiled model runs in each precision (i8, bf16,
-        f32): what OpenVINO actually executes, read from its runtime graph."""
+        """How many convolutions and matrix products the compiled model runs in each precision (int8, bf16,
+        fp32): what OpenVINO actually executes, read from its runtime graph (u8 and i8 inputs are int8)."""
+        names = {"u8": "int8", "i8": "int8", "bf16": "bf16", "f32": "fp32", "f16": "fp16"}
         counts: dict[str, int] = {}
         for op in self.compiled.get_runtime_model().get_ops():
             info = op.get_rt_info()
             if "layerType" not in info or "runtimePrecision" not in info:
                 continue
             if info["layerType"].astype(str) in ("Convolution", "Deconvolution", "FullyConnected", "MatMul"):
-                precision = info["runtimePrecision"].astype(str)
+                precision = names.get(info["runtimePrecision"].astype(str).lower(), info["runtimePrecision"].astype(str))
                 counts[precision] = counts.get(precision, 0) + 1
         return counts
 

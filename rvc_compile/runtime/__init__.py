@@ -68,7 +68,7 @@ class CompiledVoice:
 
     @property
     def executed_precision(self) -> dict[str, int] | None:
-        """Layers by the precision the backend actually runs them in ({'i8': 170, 'f32': 1}), where the
+        """Layers by the precision the backend actually runs them in ({'int8': 170, 'fp32': 1}), where the
         backend can tell (OpenVINO); None otherwise (ONNX Runtime runs the graph's own types)."""
         counts = getattr(self.runner, "executed_precisions", None)
         return counts() if counts is not None else None
