@@ -188,7 +188,8 @@ def describe_goals(goals: list[dict[str, Any]]) -> str:
             speedup = goal.get("speedup_vs_eager")
             measured = f" (measured {speedup:.2f}x)" if speedup is not None else " (not measured here: needs the eager reference)"
             asks.append(f">= {goal['min_speedup_vs_eager']}x the fp32 eager reference{measured}")
-        status = ("met" if goal.get("met", True) else "missed") + (", enforced" if goal.get("enforce") else ", reported")
+        met = goal.get("met", True)
+        status = {True: "met", False: "missed", None: "not fully measured"}[met] + (", enforced" if goal.get("enforce") else ", reported")
         phrases.append(f"{' and '.join(asks)} at {goal['seconds']} s: {status}")
     return "; ".join(phrases) or "none"
 

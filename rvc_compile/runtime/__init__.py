@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,8 @@ def load(
         raise ArtifactError(f"{path}: the {manifest['backend']['name']} backend cannot load this artifact ({type(exc).__name__}: {first})") from None
     voice = CompiledVoice(path, manifest, runner, time.perf_counter() - start)
     voice.cpu_notes = notes + where.notes
+    for note in voice.cpu_notes:  # what this CPU changed (a bf16 artifact running in f32, ...)
+        warnings.warn(f"{path}: {note}", RuntimeWarning, stacklevel=2)
     if where.other:
         check_on_this_cpu(voice, where, on_other_cpu)
     voice.load_time_s = time.perf_counter() - start
