@@ -154,6 +154,8 @@ def run_metadata(seconds: float, exitstatus: int, args: tuple[str, ...] = ()) ->
         "platform": f"{platform.system()} {platform.machine()}",
         "cpu": cpu.get("cpu"),
         "cores": cpu.get("cores") or cpu.get("logical_cores"),
+        "isa_class": cpu.get("isa_class"),
+        "onednn_max_cpu_isa": cpu.get("onednn_max_cpu_isa"),
         "libraries": library_versions("torch", "onnxruntime", "openvino", "numpy", "hypothesis", "atheris"),
     }
 
@@ -192,7 +194,9 @@ def render(rows: list[Row], meta: dict[str, Any]) -> str:
         "(`make test` writes the same table for the whole suite to out/RELIABILITY.md on every run).",
         f"This file comes from: `{meta.get('invocation', meta['command'])}`.",
         "",
-        f"Run: {meta['date']}, {meta['seconds']:.0f} s, {meta['platform']}, {meta['cpu']} ({meta['cores']} cores), "
+        f"Run: {meta['date']}, {meta['seconds']:.0f} s, {meta['platform']}, {meta['cpu']} ({meta['cores']} cores"
+        + (f", CPU class {meta['isa_class']}" if meta.get("isa_class") else "")
+        + (f" under ONEDNN_MAX_CPU_ISA={meta['onednn_max_cpu_isa']}" if meta.get("onednn_max_cpu_isa") else "") + "), "
         f"Python {meta['python']}; {libraries}.",
         "",
         f"**{sum(row.count for row in rows)} cases** in {len(rows)} rows from {len(tests)} tests: "

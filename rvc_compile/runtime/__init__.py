@@ -173,7 +173,7 @@ def load(
         first = first_line(exc, 200)
         raise ArtifactError(f"{path}: the {manifest['backend']['name']} backend cannot load this artifact ({type(exc).__name__}: {first})") from None
     voice = CompiledVoice(path, manifest, runner, time.perf_counter() - start)
-    voice.cpu_notes = notes + where.notes
+    voice.cpu_notes = list(notes)
     for note in voice.cpu_notes:  # what this CPU changed (a bf16 artifact running in f32, ...)
         warnings.warn(f"{path}: {note}", RuntimeWarning, stacklevel=2)
     if where.other:

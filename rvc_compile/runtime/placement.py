@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ class Placement:
     machine: IsaClass
     verified_on: str | None  # None: an artifact from before the isa section (format 2)
     other: bool  # this machine is of another class than the artifact was verified on
-    notes: list[str] = field(default_factory=list)
 
 
 def placement(path: Path, manifest: dict[str, Any]) -> Placement:
