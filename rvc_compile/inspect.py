@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import load_checkpoint
+from .machine import cpu_info
 from .reference import flops_per_second, parameter_counts
 
 
@@ -31,14 +32,8 @@ def describe_checkpoint(path: Path, *, config_path: Path | None = None, sample_r
         "pruning": checkpoint.pruning,
         "parameters": parameter_counts(checkpoint.state_dict),
         "gflop_per_second_of_audio": {name: round(value / 1e9, 3) for name, value in flops.items()},
-        "machine": _cpu_info(),
+        "machine": cpu_info(),
     }
-
-
-def _cpu_info() -> dict[str, Any]:
-    from .machine import cpu_info
-
-    return cpu_info()
 
 
 def describe_artifact(path: Path) -> dict[str, Any]:
@@ -56,7 +51,7 @@ def describe_artifact(path: Path) -> dict[str, Any]:
         "precision": precision.get("precision"),
         "isa": manifest.get("isa"),
         "precision_choice": manifest.get("precision_choice"),
-        "machine": _cpu_info(),
+        "machine": cpu_info(),
     }
 
 

@@ -20,6 +20,7 @@ from rvc_compile.errors import ArtifactError, RecipeError
 from rvc_compile.machine import ISA_CLASSES, class_of, features_of, resolve_target_cpu
 
 from conftest import assert_user_error, run_cli
+from test_precision import write_recipe
 
 # /proc/cpuinfo flags of real CPUs (the ones that matter here).
 HASWELL = {"avx", "avx2", "fma", "sse4_2"}
@@ -66,41 +67,20 @@ def test_onednn_cap_caps_the_detected_class(monkeypatch):
 
 # -- builds -------------------------------------------------------------------------------------------
 
+# The shipped int8 recipes' passes and precision policy, on test_precision's small recipe.
+ISA_PASSES = "".join(f"\n  - name: {name}" for name in ("fold_weight_norm", "fold_speaker", "equalize_channels", "host_source", "polyphase_upsample", "simplify")) + "\n"
+ISA_POLICY = """precision_policy:
+  keep_fp32: [dec.conv_post, dec.noise_convs]
+  calibration_method: percentile
+calibration:
+  source: generated
+  count: 3
+  seconds: 0.6
+"""
+
+
 def _recipe(tmp_path: Path, checkpoint: Path, *, backend: str, precision: str = "int8", cpu: str = "portable", name: str = "voice", extra: str = "") -> Path:
-    passes = "\n".join(f"  - name: {p}" for p in ("fold_weight_norm", "fold_speaker", "equalize_channels", "host_source", "polyphase_upsample", "simplify"))
-    text = textwrap.dedent(f"""\
-        name: {name}
-        version: 1.0.0
-        source:
-          checkpoint: {checkpoint}
-        target:
-          backend: {backend}
-          precision: {precision}
-          cpu: {cpu}
-          threads: 2
-        shapes:
-          min_frames: 8
-          opt_frames: 40
-          max_frames: 120
-        precision_policy:
-          keep_fp32: [dec.conv_post, dec.noise_convs]
-          calibration_method: percentile
-        calibration:
-          source: generated
-          count: 3
-          seconds: 0.6
-        latency:
-          seconds: [0.25]
-          repeat: 1
-          warmup: 0
-        golden:
-          seconds: [0.3]
-          noise: seed:3
-        output_dir: {tmp_path / 'artifacts'}
-        """) + "passes:\n" + passes + "\n" + textwrap.dedent(extra)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(text)
-    return path
+    return write_recipe(tmp_path, checkpoint, backend=backend, precision=precision, name=name, cpu=cpu, extra=ISA_POLICY + extra, passes=ISA_PASSES)
 
 
 def _build(recipe: Path, *overrides: str):

@@ -27,7 +27,8 @@ PASSES = """
 """
 
 
-def write_recipe(directory: Path, checkpoint: Path, *, backend: str, precision: str, name: str = "voice", extra: str = "", passes: str = PASSES) -> Path:
+def write_recipe(directory: Path, checkpoint: Path, *, backend: str, precision: str, name: str = "voice", extra: str = "", passes: str = PASSES,
+                 cpu: str = "auto") -> Path:
     text = textwrap.dedent(f"""
     name: {name}
     version: 1.0.0
@@ -36,6 +37,7 @@ def write_recipe(directory: Path, checkpoint: Path, *, backend: str, precision: 
     target:
       backend: {backend}
       precision: {precision}
+      cpu: {cpu}
       threads: 2
     shapes:
       min_frames: 8
