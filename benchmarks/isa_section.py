@@ -53,7 +53,7 @@ def main() -> None:
     started = time.perf_counter()
     checkpoint = args.out / "demo_voice_v2_40k.pth"
     if not checkpoint.exists():
-        from rvc_compile.synthetic import make_checkpoint
+        from rvc_compile.components.synthesizer.synthetic import make_checkpoint
 
         make_checkpoint(checkpoint, version="v2", sample_rate="40k", size="full")
     recipes = ["cpu-fp32-openvino.yaml", "cpu-int8-openvino.yaml"] + (["cpu-bf16-openvino.yaml"] if target.native_bf16 else [])

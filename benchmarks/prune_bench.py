@@ -9,7 +9,7 @@ One run, three figures, each a ratio against a baseline measured in the same run
 3. held-out log-mel distance of the pruned model to the original right after pruning and after a CPU
    distillation run (``rvc-compile prune``'s own pipeline; target: at most half), with its steps and
    wall time.
-The checkpoint has random weights (no real RVC weights can be had here; ``rvc_compile.synthetic``):
+The checkpoint has random weights (no real RVC weights can be had here; ``rvc_compile.components.synthesizer.synthetic``):
 a random teacher is a harder target to reproduce than a trained one (no redundancy learned) but
 says nothing about perceived quality. Results go to benchmarks/results/prune.json.
 """
@@ -35,7 +35,7 @@ def eager_seconds(models: dict[str, object], spec_of: dict[str, object], repeats
     """Wall time of one 2 s inference per model, runs interleaved so machine load hits both alike."""
     import torch
 
-    from rvc_compile.capture import example_inputs
+    from rvc_compile.capture.export import example_inputs
 
     times: dict[str, list[float]] = {name: [] for name in models}
     inputs = {}
@@ -58,10 +58,10 @@ def measure(source: Path, work: Path, *, threads: int = 2, steps: int = 120, rep
     import torch
     import yaml
 
-    from rvc_compile.checkpoint import load_checkpoint
+    from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
     from rvc_compile.machine import cpu_info, library_versions
-    from rvc_compile.model import build_model
-    from rvc_compile.prune_recipe import load_prune_recipe, run_prune
+    from rvc_compile.components.synthesizer.model import build_model
+    from rvc_compile.compress.prune_recipe import load_prune_recipe, run_prune
 
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prune.json")
     args = parser.parse_args()
 
-    from rvc_compile.synthetic import make_checkpoint
+    from rvc_compile.components.synthesizer.synthetic import make_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="prune-bench-") as scratch:
         scratch = Path(scratch)

@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from rvc_compile.bench import BenchSettings, format_table, run_bench, write_json  # noqa: E402
+from rvc_compile.measure.bench import BenchSettings, format_table, run_bench, write_json  # noqa: E402
 from rvc_compile.machine import cpu_info  # noqa: E402
 
 FULL = {
@@ -83,7 +83,7 @@ class Suite:
     # -- steps ---------------------------------------------------------------------------------
 
     def checkpoint(self) -> Path:
-        from rvc_compile.synthetic import make_checkpoint
+        from rvc_compile.components.synthesizer.synthetic import make_checkpoint
 
         path = self.work / f"demo_voice_v2_40k_{self.plan['size']}.pth"
         if not path.exists():
@@ -99,9 +99,9 @@ class Suite:
         return [self.build_one(recipe, checkpoint) for recipe in recipes]
 
     def build_one(self, recipe_path: Path, checkpoint: Path) -> dict[str, Any]:
-        from rvc_compile.artifact import sha256_file
+        from rvc_compile.artifact.manifest import sha256_file
         from rvc_compile.errors import RvcCompileError
-        from rvc_compile.recipe import load_recipe, recipe_sha256
+        from rvc_compile.recipe.schema import load_recipe, recipe_sha256
 
         # The suite times every artifact itself: the build's own latency measurement runs once, at 2 s
         # (the recipes' 0.5/2/10 s with repeats would double the suite's time for the same figures).
@@ -164,7 +164,7 @@ class Suite:
         return lengths, streaming
 
     def profiles(self, checkpoint: Path, lengths: dict[str, Any]) -> dict[str, Any]:
-        from rvc_compile.profile import profile_artifact, profile_reference
+        from rvc_compile.measure.profile import profile_artifact, profile_reference
 
         runs = self.plan["profile_runs"]
         out: dict[str, Any] = {}
@@ -208,7 +208,7 @@ class Suite:
     # -- the whole suite -----------------------------------------------------------------------
 
     def run(self) -> Path:
-        from rvc_compile.floor import measure_peaks
+        from rvc_compile.measure.floor import measure_peaks
 
         self.work.mkdir(parents=True, exist_ok=True)
         self.log(f"{'QUICK' if self.args.quick else 'full'} suite; work folder {self.work}; results {self.results}")

@@ -48,10 +48,10 @@ def main() -> None:
     import torch
     from infer.module import models as upstream  # noqa: E402  (RVC's own code, from the given checkout)
 
-    from rvc_compile.checkpoint import load_checkpoint
-    from rvc_compile.golden import example_case
-    from rvc_compile.model import build_model
-    from rvc_compile.synthetic import make_checkpoint
+    from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
+    from rvc_compile.artifact.golden import example_case
+    from rvc_compile.components.synthesizer.model import build_model
+    from rvc_compile.components.synthesizer.synthetic import make_checkpoint
 
     classes = {
         ("v1", True): upstream.SynthesizerTrnMs256NSFsid, ("v2", True): upstream.SynthesizerTrnMs768NSFsid,

@@ -69,9 +69,9 @@ def inspect(checkpoint: Path, config_path: Path | None, sample_rate: str | None,
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="OUT.wav or OUT.npy")
 def infer(source: Path, features_path: Path, f0_path: Path | None, speaker: int, noise: str, config_path: Path | None, output: Path) -> None:
     """Run SOURCE (a checkpoint or a compiled artifact) on features and f0; write audio."""
-    from .audio import write_audio
+    from .runtime.audio import write_audio
     from .errors import InputError
-    from .inputs import load_array, parse_noise
+    from .components.synthesizer.inputs import load_array, parse_noise
     from .sources import open_source
 
     noise = parse_noise(noise)
@@ -109,8 +109,8 @@ def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str,
     is 0 if all succeeded, 2 if any failed on a user error, else 1.
     """
     if len(recipes) == 1 and jobs is None:
-        from .build import build as run_build
-        from .recipe import load_recipe
+        from .build.pipeline import build as run_build
+        from .recipe.schema import load_recipe
 
         recipe = load_recipe(recipes[0], list(overrides))
         result = run_build(recipe, out_dir=out_dir, force=force, cache_dir=cache_dir, use_cache=not no_cache, log=lambda message: click.echo(message, err=True))
@@ -119,7 +119,7 @@ def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str,
         click.echo(str(result.path))
         return
 
-    from .batch import OK, build_recipes, exit_code, format_results
+    from .build.batch import OK, build_recipes, exit_code, format_results
 
     def announce(result: Any) -> None:
         click.echo(f"{result.recipe}: {result.status}" + (f" ({result.error})" if result.error else ""), err=True)
@@ -143,7 +143,7 @@ def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str,
 @click.option("--threads", type=int, help="Threads for the backend (default: as recorded in the artifact).")
 def verify(artifact: Path, as_json: bool, skip_latency: bool, threads: int | None) -> None:
     """Re-hash, load and run ARTIFACT's golden set; exit 0 pass, 1 a gate failed, 2 unusable."""
-    from .verify import format_result, verify_artifact
+    from .verify.gates import format_result, verify_artifact
 
     result = verify_artifact(artifact, skip_latency=skip_latency, threads=threads)
     click.echo(json.dumps(result, indent=2, default=str) if as_json else format_result(result))
@@ -156,8 +156,8 @@ def verify(artifact: Path, as_json: bool, skip_latency: bool, threads: int | Non
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The archive to write (FILE.tar.gz).")
 def pack(artifact: Path, output: Path) -> None:
     """Pack an intact ARTIFACT into a reproducible .tar.gz; prints its path last."""
-    from .cache import format_size
-    from .distribution import pack as run_pack
+    from .cache.store import format_size
+    from .artifact.pack import pack as run_pack
 
     packed = run_pack(artifact, output)
     click.echo(f"packed {packed.name} {packed.version}: {packed.files} files, {format_size(packed.size)}, sha256 {packed.sha256}", err=True)
@@ -170,7 +170,7 @@ def pack(artifact: Path, output: Path) -> None:
 @click.option("--force", is_flag=True, help="Replace an existing artifact version.")
 def unpack(archive: Path, out_dir: Path, force: bool) -> None:
     """Unpack an artifact ARCHIVE, checking every file's hash; prints the artifact path last."""
-    from .distribution import unpack as run_unpack
+    from .artifact.pack import unpack as run_unpack
 
     click.echo(str(run_unpack(archive, out_dir, force=force)))
 
@@ -188,7 +188,7 @@ def _cache_dir_option(function: Any) -> Any:
 @_cache_dir_option
 def cache_dir_command(cache_dir: Path | None) -> None:
     """Print the cache folder in use."""
-    from .cache import resolve_cache_dir
+    from .cache.store import resolve_cache_dir
 
     click.echo(str(resolve_cache_dir(cache_dir)))
 
@@ -198,7 +198,7 @@ def cache_dir_command(cache_dir: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable, with each entry's key ingredients.")
 def cache_ls(cache_dir: Path | None, as_json: bool) -> None:
     """List entries: key, stage, size, age, last use."""
-    from .cache import Store, format_ls
+    from .cache.store import Store, format_ls
 
     store = Store.open(cache_dir)
     entries = store.ls()
@@ -210,7 +210,7 @@ def cache_ls(cache_dir: Path | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable.")
 def cache_du(cache_dir: Path | None, as_json: bool) -> None:
     """Disk use, in total and per stage."""
-    from .cache import Store, format_du
+    from .cache.store import Store, format_du
 
     usage = Store.open(cache_dir).du()
     click.echo(json.dumps(usage, indent=2) if as_json else format_du(usage))
@@ -222,7 +222,7 @@ def cache_du(cache_dir: Path | None, as_json: bool) -> None:
 @click.option("--older-than", metavar="AGE", help="Remove entries not used for AGE (12h, 7d, 2w).")
 def cache_prune(cache_dir: Path | None, max_size: str | None, older_than: str | None) -> None:
     """Remove old or least recently used entries; entries a running build uses are kept."""
-    from .cache import Store, format_prune, parse_age, parse_size
+    from .cache.store import Store, format_prune, parse_age, parse_size
 
     if max_size is None and older_than is None:
         raise click.UsageError("give --max-size and/or --older-than (or use 'cache clear')")
@@ -235,7 +235,7 @@ def cache_prune(cache_dir: Path | None, max_size: str | None, older_than: str | 
 @_cache_dir_option
 def cache_clear(cache_dir: Path | None) -> None:
     """Remove every entry (except those a running build uses)."""
-    from .cache import Store, format_prune
+    from .cache.store import Store, format_prune
 
     click.echo(format_prune(Store.open(cache_dir).clear()))
 
@@ -270,7 +270,7 @@ def bench(sources: tuple[str, ...], seconds_text: str, chunk_seconds: float | No
 
     A checkpoint runs the eager fp32 PyTorch reference; the first SOURCE is the speed-up baseline.
     """
-    from .bench import BenchSettings, format_table, run_bench, write_json
+    from .measure.bench import BenchSettings, format_table, run_bench, write_json
 
     settings = BenchSettings(
         seconds=_seconds_list(seconds_text), chunk_seconds=chunk_seconds, stream_seconds=stream_seconds, threads=threads,
@@ -292,11 +292,11 @@ def recipe() -> None:
 def recipe_schema(prune_schema: bool) -> None:
     """Print the recipe's JSON Schema (for editors)."""
     if prune_schema:
-        from .prune_recipe import prune_recipe_json_schema
+        from .compress.prune_recipe import prune_recipe_json_schema
 
         click.echo(json.dumps(prune_recipe_json_schema(), indent=2))
         return
-    from .recipe import recipe_json_schema
+    from .recipe.schema import recipe_json_schema
 
     click.echo(json.dumps(recipe_json_schema(), indent=2))
 
@@ -313,9 +313,9 @@ def calibration() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def calibration_inspect(recipe_path: Path, overrides: tuple[str, ...], cache_dir: Path | None, as_json: bool) -> None:
     """Load RECIPE's calibration set for its checkpoint and describe it (check your data before a long build)."""
-    from .calibration import format_description, load_calibration, require_calibration
-    from .checkpoint import load_checkpoint
-    from .recipe import load_recipe
+    from .precision.calibration import format_description, load_calibration, require_calibration
+    from .components.synthesizer.checkpoint import load_checkpoint
+    from .recipe.schema import load_recipe
 
     recipe = load_recipe(recipe_path, list(overrides))
     require_calibration(recipe.calibration)
@@ -335,7 +335,7 @@ def prune(recipe_path: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     The pruned checkpoint is a source for ``rvc-compile build`` like any other; a JSON and markdown
     report (FLOPs, parameters, accuracy before and after fine-tuning) is written beside it.
     """
-    from .prune_recipe import load_prune_recipe, run_prune
+    from .compress.prune_recipe import load_prune_recipe, run_prune
 
     recipe = load_prune_recipe(recipe_path, list(overrides))
     result = run_prune(recipe, log=lambda message: click.echo(message, err=True))
@@ -357,7 +357,7 @@ def prune(recipe_path: Path, overrides: tuple[str, ...], as_json: bool) -> None:
               help="Std of log10 per-channel scales in the decoder (0.5: channel ranges spread like a trained voice's).")
 def make_checkpoint_command(output: Path, model_version: str, sample_rate: str, f0: bool, size: str, layout: str, key_style: str, seed: int, scale_spread: float) -> None:
     """Write an official-format RVC checkpoint with random weights (for tests and demos)."""
-    from .synthetic import make_checkpoint
+    from .components.synthesizer.synthetic import make_checkpoint
 
     make_checkpoint(output, version=model_version, sample_rate=sample_rate, f0=f0, size=size, layout=layout, key_style=key_style, seed=seed, scale_spread=scale_spread)
     click.echo(str(output))

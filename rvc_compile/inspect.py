@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_checkpoint
+from .components.synthesizer.checkpoint import load_checkpoint
 from .machine import cpu_info
-from .reference import flops_per_second, parameter_counts
+from .components.synthesizer.reference import flops_per_second, parameter_counts
 
 
 def describe_checkpoint(path: Path, *, config_path: Path | None = None, sample_rate: str | None = None) -> dict[str, Any]:
@@ -38,7 +38,7 @@ def describe_checkpoint(path: Path, *, config_path: Path | None = None, sample_r
 
 def describe_artifact(path: Path) -> dict[str, Any]:
     """What an artifact is for: name, backend, precision, the CPU class it was built and verified for."""
-    from .artifact import read_manifest
+    from .artifact.manifest import read_manifest
 
     manifest = read_manifest(Path(path))
     precision = manifest.get("precision") if isinstance(manifest.get("precision"), dict) else {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .artifact import MANIFEST
+from .artifact.manifest import MANIFEST
 
 
 def is_artifact(path: Path) -> bool:
@@ -18,6 +18,6 @@ def open_source(path: Path, *, config_path: Path | None = None, threads: int | N
         from .runtime import load
 
         return load(path, threads=threads)
-    from .reference import ReferenceModel
+    from .components.synthesizer.reference import ReferenceModel
 
     return ReferenceModel.from_path(path, config_path=config_path, threads=threads)

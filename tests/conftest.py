@@ -9,7 +9,7 @@ from typing import Callable
 
 import pytest
 
-from rvc_compile.synthetic import make_checkpoint
+from rvc_compile.components.synthesizer.synthetic import make_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -111,8 +111,8 @@ pytest_plugins = ["reliability_report"]  # the ``hostile`` fixture and --reliabi
 def build_tiny(directory: Path, checkpoint: Path, *, name: str = "tiny", backend: str = "onnxruntime") -> Path:
     """A real artifact of the tiny recipe, built in this process (about 10 s). OpenVINO gets the
     host_source pass, as the shipped OpenVINO recipes do."""
-    from rvc_compile.build import build
-    from rvc_compile.recipe import load_recipe
+    from rvc_compile.build.pipeline import build
+    from rvc_compile.recipe.schema import load_recipe
 
     recipe_path = write_tiny_recipe(directory, checkpoint, name=name)
     overrides = [f"target.backend={backend}"] + (["passes=[{name: host_source}]"] if backend == "openvino" else [])

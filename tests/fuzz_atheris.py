@@ -18,10 +18,10 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["rvc_compile"]):
-    from rvc_compile.artifact import MANIFEST, check_integrity, check_sections, read_manifest
-    from rvc_compile.checkpoint import load_checkpoint
+    from rvc_compile.artifact.manifest import MANIFEST, check_integrity, check_sections, read_manifest
+    from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
     from rvc_compile.errors import RvcCompileError
-    from rvc_compile.recipe import load_recipe
+    from rvc_compile.recipe.schema import load_recipe
 
 WORK = Path(tempfile.mkdtemp(prefix="rvc-compile-atheris-"))
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rvc_compile.artifact import FORMAT_VERSION, MANIFEST, MANIFEST_DIGEST, ArtifactWriter, check_integrity, read_manifest, verify_or_raise
+from rvc_compile.artifact.manifest import FORMAT_VERSION, MANIFEST, MANIFEST_DIGEST, ArtifactWriter, check_integrity, read_manifest, verify_or_raise
 from rvc_compile.errors import ArtifactError
 
 MINIMAL = {
@@ -124,7 +124,7 @@ def _refused(directory, culprit: str) -> str:
     """verify names ``culprit`` (exit 1 via integrity problems, or 2 via an unusable manifest) and the
     runtime refuses to load; returns which exit code verify would give."""
     from rvc_compile import runtime
-    from rvc_compile.verify import verify_artifact
+    from rvc_compile.verify.gates import verify_artifact
 
     names = {culprit, MANIFEST} if culprit == MANIFEST_DIGEST else {culprit}
     try:

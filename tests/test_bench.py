@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_user_error, run_cli
-from rvc_compile.bench import BenchSettings, format_table, run_bench, write_json
-from rvc_compile.bench_sources import export_naive_onnx, parse_source, parse_sources
+from rvc_compile.measure.bench import BenchSettings, format_table, run_bench, write_json
+from rvc_compile.measure.sources import export_naive_onnx, parse_source, parse_sources
 from rvc_compile.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,8 +29,8 @@ def checkpoint(checkpoint_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory, checkpoint) -> Path:
-    from rvc_compile.build import build
-    from rvc_compile.recipe import load_recipe
+    from rvc_compile.build.pipeline import build
+    from rvc_compile.recipe.schema import load_recipe
 
     directory = tmp_path_factory.mktemp("bench-artifact")
     recipe = directory / "bench-voice.yaml"
@@ -53,7 +53,7 @@ def artifact(tmp_path_factory, checkpoint) -> Path:
 
 @pytest.fixture(scope="module")
 def peaks():
-    from rvc_compile.floor import measure_peaks
+    from rvc_compile.measure.floor import measure_peaks
 
     return measure_peaks(threads=1, size=256, repeat=1)
 
@@ -124,10 +124,10 @@ def test_naive_onnx_is_a_single_length_trace(checkpoint, tmp_path):
     """The documented limitation: a plain traced export runs at its traced length and nowhere else."""
     import onnxruntime as ort
 
-    from rvc_compile.capture import graph_inputs
-    from rvc_compile.checkpoint import load_checkpoint
-    from rvc_compile.model import input_names
-    from rvc_compile.reference import ReferenceModel
+    from rvc_compile.capture.export import graph_inputs
+    from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
+    from rvc_compile.components.synthesizer.model import input_names
+    from rvc_compile.components.synthesizer.reference import ReferenceModel
 
     path = export_naive_onnx(str(checkpoint), 20, str(tmp_path / "naive.onnx"))
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -260,8 +260,8 @@ def test_floor_peaks_are_positive_for_every_precision(peaks):
 
 @pytest.mark.slow
 def test_graph_flop_count_matches_the_torch_count(checkpoint, artifact):
-    from rvc_compile.checkpoint import load_checkpoint
-    from rvc_compile.floor import graph_flops, model_flops, precision_class
+    from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
+    from rvc_compile.measure.floor import graph_flops, model_flops, precision_class
 
     spec = load_checkpoint(checkpoint).spec
     frames = 100
@@ -283,7 +283,7 @@ def _check_profile(profile):
 
 
 def test_module_groups_and_the_reference_profile(checkpoint):
-    from rvc_compile.profile import module_group, profile_reference
+    from rvc_compile.measure.profile import module_group, profile_reference
 
     assert module_group("dec.resblocks.7.convs1.0.weight", 3) == "dec.stage2"
     assert module_group("dec.ups.1.weight_quantized", 3) == "dec.stage1"
@@ -295,7 +295,7 @@ def test_module_groups_and_the_reference_profile(checkpoint):
 
 @pytest.mark.slow
 def test_artifact_profile_groups_nodes_by_the_weights_they_read(artifact):
-    from rvc_compile.profile import profile_artifact
+    from rvc_compile.measure.profile import profile_artifact
 
     profile = profile_artifact(artifact, seconds=0.3, threads=1, repeat=1)
     _check_profile(profile)
@@ -306,7 +306,7 @@ def test_artifact_profile_groups_nodes_by_the_weights_they_read(artifact):
 @pytest.mark.slow
 def test_profile_of_a_host_source_openvino_artifact(tiny_openvino_artifact):
     """The profiler feeds the graph's own inputs: here the host-computed ``excitation``, not ``f0``."""
-    from rvc_compile.profile import profile_artifact
+    from rvc_compile.measure.profile import profile_artifact
 
     profile = profile_artifact(tiny_openvino_artifact, seconds=0.2, threads=1, repeat=1)
     assert profile["total_ms"] > 0 and profile["by_op_type"]

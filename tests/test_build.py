@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rvc_compile.artifact import MANIFEST, check_integrity
-from rvc_compile.build import build
+from rvc_compile.artifact.manifest import MANIFEST, check_integrity
+from rvc_compile.build.pipeline import build
 from rvc_compile.errors import BuildError, GateFailure, RecipeError
-from rvc_compile.recipe import load_recipe
-from rvc_compile.synthetic import make_checkpoint
+from rvc_compile.recipe.schema import load_recipe
+from rvc_compile.components.synthesizer.synthetic import make_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,8 +106,8 @@ def test_build_report_has_accuracy_latency_and_multi_length_checks(built):
 
 def test_runtime_output_matches_reference_at_unseen_lengths(built, small_checkpoint):
     from rvc_compile import runtime
-    from rvc_compile.golden import example_case
-    from rvc_compile.reference import ReferenceModel
+    from rvc_compile.artifact.golden import example_case
+    from rvc_compile.components.synthesizer.reference import ReferenceModel
 
     voice = runtime.load(built.path)
     reference = ReferenceModel.from_path(small_checkpoint)
@@ -230,7 +230,7 @@ def test_verify_fails_an_accuracy_gate_when_the_graph_changes(built, tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from rvc_compile.artifact import ArtifactWriter, read_manifest
+    from rvc_compile.artifact.manifest import ArtifactWriter, read_manifest
 
     manifest = read_manifest(built.path)
     model = onnx.load(str(built.path / "model.onnx"))
@@ -267,7 +267,7 @@ def test_build_cli_prints_artifact_path_last_and_maps_recipe_errors(tmp_path, sm
 
 
 def test_infer_accepts_an_artifact_like_a_checkpoint(built, tmp_path, small_checkpoint):
-    from rvc_compile.golden import example_case
+    from rvc_compile.artifact.golden import example_case
 
     case = example_case(768, 50, seed=2)
     np.save(tmp_path / "f.npy", case["features"])

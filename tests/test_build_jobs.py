@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rvc_compile.batch import FAILED, OK, RecipeResult, exit_code, format_results
-from rvc_compile.artifact import check_integrity
+from rvc_compile.build.batch import FAILED, OK, RecipeResult, exit_code, format_results
+from rvc_compile.artifact.manifest import check_integrity
 
 from conftest import run_cli, write_tiny_recipe
 

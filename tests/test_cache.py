@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import rvc_compile.cache as cache_module
-from rvc_compile.cache import (
+import rvc_compile.cache.store as cache_module
+from rvc_compile.cache.store import (
     ENV_VAR,
     Store,
     _KeyLock,

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import assert_user_error, run_cli
-from rvc_compile.calibration import ALIGN_TOLERANCE_FRAMES, _feature_model, content_sha256, load_calibration
+from rvc_compile.precision.calibration import ALIGN_TOLERANCE_FRAMES, _feature_model, content_sha256, load_calibration
 from rvc_compile.errors import CalibrationError, RecipeError
-from rvc_compile.recipe import Calibration, load_recipe, recipe_json_schema
-from rvc_compile.spec import from_config_list, official_config
+from rvc_compile.recipe.schema import Calibration, load_recipe, recipe_json_schema
+from rvc_compile.components.synthesizer.spec import from_config_list, official_config
 
 WIDTH = {"v1": 256, "v2": 768}
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from rvc_compile.checkpoint import load_checkpoint
+from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
 from rvc_compile.errors import CheckpointError
-from rvc_compile.reference import ReferenceModel
-from rvc_compile.synthetic import make_checkpoint
+from rvc_compile.components.synthesizer.reference import ReferenceModel
+from rvc_compile.components.synthesizer.synthetic import make_checkpoint
 
 COMBINATIONS = [(v, sr, f0) for v in ("v1", "v2") for sr in ("32k", "40k", "48k") for f0 in (True, False)]
 HOPS = {"32k": 320, "40k": 400, "48k": 480}
@@ -65,7 +65,7 @@ def _rvc_config_json(path: Path, config: list) -> Path:
 
 
 def test_training_checkpoint_with_config_json_matches_the_small_model(tmp_path):
-    from rvc_compile.synthetic import checkpoint_config
+    from rvc_compile.components.synthesizer.synthetic import checkpoint_config
 
     training = make_checkpoint(tmp_path / "G_1000.pth", size="small", layout="training", key_style="parametrizations", seed=9)
     small = make_checkpoint(tmp_path / "voice.pth", size="small", seed=9)
@@ -360,7 +360,7 @@ def _tensor_claiming(path: Path, storage_bytes: int, shape: tuple[int, ...], rec
 
 MEMORY_PROBE = r"""
 import json, resource, sys, time
-from rvc_compile.checkpoint import load_checkpoint
+from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
 from rvc_compile.errors import CheckpointError
 load_checkpoint(sys.argv[1])  # warm up: imports, allocator, a real load's peak
 for path in sys.argv[2:]:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rvc_compile.artifact import check_integrity
-from rvc_compile.distribution import unpack
+from rvc_compile.artifact.manifest import check_integrity
+from rvc_compile.artifact.pack import unpack
 
 from conftest import write_tiny_recipe
 

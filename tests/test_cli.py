@@ -54,9 +54,9 @@ def test_inspect_text_and_json(checkpoint_factory):
 
 def test_inspect_official_v2_40k_cost():
     """The figures the brief gives for a v2 40k synthesizer: 27.5 M parameters, about 94 GFLOP/s of audio."""
-    from rvc_compile.reference import flops_per_second
-    from rvc_compile.spec import from_config_list, official_config
-    from rvc_compile.model import build_model
+    from rvc_compile.components.synthesizer.reference import flops_per_second
+    from rvc_compile.components.synthesizer.spec import from_config_list, official_config
+    from rvc_compile.components.synthesizer.model import build_model
 
     spec = from_config_list(official_config("v2", "40k"), version="v2", f0=True, source="official v2 40k")
     model = build_model(spec)

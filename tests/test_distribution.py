@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rvc_compile.artifact import MANIFEST, ArtifactWriter, check_integrity
-from rvc_compile.distribution import pack, unpack
+from rvc_compile.artifact.manifest import MANIFEST, ArtifactWriter, check_integrity
+from rvc_compile.artifact.pack import pack, unpack
 from rvc_compile.errors import ArtifactError
 
 from conftest import assert_user_error, run_cli, write_tiny_recipe
@@ -225,8 +225,8 @@ def test_round_trip_of_a_real_built_artifact_runs_and_verifies(tmp_path, checkpo
     import numpy as np
 
     from rvc_compile import runtime
-    from rvc_compile.build import build
-    from rvc_compile.recipe import load_recipe
+    from rvc_compile.build.pipeline import build
+    from rvc_compile.recipe.schema import load_recipe
 
     built = build(load_recipe(write_tiny_recipe(tmp_path, checkpoint_factory())), log=lambda message: None).path
     packed = pack(built, tmp_path / "dist" / "tiny-1.0.0.tar.gz")

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from rvc_compile.artifact import check_integrity
-from rvc_compile.cache import Store
+from rvc_compile.artifact.manifest import check_integrity
+from rvc_compile.cache.store import Store
 
 from conftest import write_tiny_recipe
 
@@ -128,8 +128,8 @@ def check_state(build: Build, checkpoint: Path) -> list[str]:
     assert store.discarded == []
     calibration = _files(build.cache / "calibration", "*.npz", hidden=False)
     if calibration:
-        from rvc_compile.calibration import _read_entry
-        from rvc_compile.checkpoint import load_checkpoint
+        from rvc_compile.precision.calibration import _read_entry
+        from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
 
         spec = load_checkpoint(checkpoint).spec
         for entry in calibration:

@@ -30,11 +30,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from rvc_compile.artifact import MANIFEST, MANIFEST_DIGEST, check_integrity, check_sections, read_manifest
-from rvc_compile.checkpoint import load_checkpoint
+from rvc_compile.artifact.manifest import MANIFEST, MANIFEST_DIGEST, check_integrity, check_sections, read_manifest
+from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
 from rvc_compile.cli import cli
 from rvc_compile.errors import ArtifactError, CheckpointError, InputError, RecipeError, RvcCompileError
-from rvc_compile.recipe import load_recipe
+from rvc_compile.recipe.schema import load_recipe
 
 from conftest import TINY_RECIPE, run_cli
 
@@ -503,7 +503,7 @@ def manifest_mutations(draw, real: dict[str, Any]) -> Any:
 
 def _manifest_runtime_test(tmp_path: Path, artifact: Path, hostile: Any, label: str, run) -> None:
     from rvc_compile import runtime
-    from rvc_compile.verify import verify_artifact
+    from rvc_compile.verify.gates import verify_artifact
 
     row = hostile.case("Fuzzing: manifest reader", f"a real manifest ({label}) with 1-3 values changed or removed (model, signature, backend, golden, latency, budget...) and resealed, then runtime.load + infer and verify",
                        count=0, expect="works, or ArtifactError/InputError in one line naming the artifact")

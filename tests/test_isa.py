@@ -84,8 +84,8 @@ def _recipe(tmp_path: Path, checkpoint: Path, *, backend: str, precision: str = 
 
 
 def _build(recipe: Path, *overrides: str):
-    from rvc_compile.build import build
-    from rvc_compile.recipe import load_recipe
+    from rvc_compile.build.pipeline import build
+    from rvc_compile.recipe.schema import load_recipe
 
     return build(load_recipe(recipe, list(overrides)), log=lambda message: None)
 
@@ -180,8 +180,8 @@ def test_precision_auto_takes_the_fastest_candidate_inside_the_budget(tmp_path, 
 
 def test_precision_auto_candidates_follow_the_target_class(tmp_path, checkpoint_factory):
     from rvc_compile.backends import get_backend
-    from rvc_compile.build import auto_precision_candidates
-    from rvc_compile.recipe import load_recipe
+    from rvc_compile.build.pipeline import auto_precision_candidates
+    from rvc_compile.recipe.schema import load_recipe
 
     checkpoint = checkpoint_factory()
     for cpu, expected in (("portable", ["int8", "fp32"]), ("avx512-bf16", ["int8", "bf16", "fp32"]), ("amx", ["bf16", "fp32"])):
@@ -285,9 +285,9 @@ def test_load_rejects_an_unknown_on_other_cpu_mode(tiny_artifact):
 def test_spread_channel_scales_keeps_the_function_and_spreads_the_ranges():
     import torch
 
-    from rvc_compile.model import Synthesizer
-    from rvc_compile.spec import from_config_list
-    from rvc_compile.synthetic import checkpoint_config, random_state_dict, spread_channel_scales
+    from rvc_compile.components.synthesizer.model import Synthesizer
+    from rvc_compile.components.synthesizer.spec import from_config_list
+    from rvc_compile.components.synthesizer.synthetic import checkpoint_config, random_state_dict, spread_channel_scales
 
     config = checkpoint_config("v2", "40k", "small")
     plain = random_state_dict(config, "v2", True, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rvc_compile.metrics import check_budget, compare, estimate_f0, latency_stats, smallest_passing_budget, snr_db
+from rvc_compile.verify.metrics import check_budget, compare, estimate_f0, latency_stats, smallest_passing_budget, snr_db
 
 SR = 40000
 

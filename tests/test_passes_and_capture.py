@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from rvc_compile.backends.onnxruntime import Runner, session_options
-from rvc_compile.capture import export_onnx, graph_inputs, multi_length_check
-from rvc_compile.checkpoint import load_checkpoint
+from rvc_compile.capture.export import export_onnx, graph_inputs, multi_length_check
+from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
 from rvc_compile.errors import BuildError, RecipeError
-from rvc_compile.model import build_model, input_names
+from rvc_compile.components.synthesizer.model import build_model, input_names
 from rvc_compile.passes import PASSES, GraphState
-from rvc_compile.synthetic import make_checkpoint
+from rvc_compile.components.synthesizer.synthetic import make_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +160,9 @@ def run_pass(name, state, tmp_path, **params):
 
 
 def test_host_excitation_in_numpy_equals_the_graphs_float64_source():
-    from rvc_compile.golden import example_f0
-    from rvc_compile.model.source import sine_excitation as torch_excitation
-    from rvc_compile.nsf import sine_excitation
+    from rvc_compile.artifact.golden import example_f0
+    from rvc_compile.components.synthesizer.model.source import sine_excitation as torch_excitation
+    from rvc_compile.components.synthesizer.nsf import sine_excitation
 
     rng = np.random.default_rng(0)
     for frames, hop, rate in [(1, 400, 40000), (57, 480, 48000), (3000, 320, 32000)]:
@@ -194,8 +194,8 @@ def test_host_source_is_a_no_op_without_pitch(nono_checkpoint, tmp_path):
 
 @pytest.mark.parametrize("version, rate", [("v1", "32k"), ("v1", "40k"), ("v1", "48k"), ("v2", "32k"), ("v2", "40k"), ("v2", "48k")])
 def test_polyphase_rewrite_is_exact_for_every_official_upsampler(version, rate):
-    from rvc_compile.model.polyphase import PolyphaseUpsample
-    from rvc_compile.spec import official_config
+    from rvc_compile.components.synthesizer.model.polyphase import PolyphaseUpsample
+    from rvc_compile.components.synthesizer.spec import official_config
 
     config = official_config(version, rate)
     torch.manual_seed(0)
@@ -210,7 +210,7 @@ def test_polyphase_rewrite_is_exact_for_every_official_upsampler(version, rate):
 
 
 def test_polyphase_refuses_an_upsampler_whose_length_is_not_t_times_stride():
-    from rvc_compile.model.polyphase import PolyphaseUpsample
+    from rvc_compile.components.synthesizer.model.polyphase import PolyphaseUpsample
 
     with pytest.raises(ValueError, match="not T \\* stride"):
         PolyphaseUpsample(torch.nn.ConvTranspose1d(4, 4, 5, 2, padding=1))

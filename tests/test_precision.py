@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rvc_compile.build import build
+from rvc_compile.build.pipeline import build
 from rvc_compile.errors import CalibrationError, GateFailure, RecipeError
-from rvc_compile.layers import matches, name_layers, resolve, weighted_layers
-from rvc_compile.quantize import Trial, search
-from rvc_compile.recipe import load_recipe
+from rvc_compile.precision.layers import matches, name_layers, resolve, weighted_layers
+from rvc_compile.precision.search import Trial, search
+from rvc_compile.recipe.schema import load_recipe
 
 from conftest import assert_build_error, assert_user_error, run_cli
 
@@ -74,9 +74,9 @@ def quiet(message: str) -> None:
 def test_layers_are_named_after_module_paths_for_both_exporters(small_checkpoint, tmp_path):
     import onnx
 
-    from rvc_compile.capture import export_onnx
-    from rvc_compile.checkpoint import load_checkpoint
-    from rvc_compile.model import build_model
+    from rvc_compile.capture.export import export_onnx
+    from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
+    from rvc_compile.components.synthesizer.model import build_model
 
     checkpoint = load_checkpoint(small_checkpoint)
     names = {}

@@ -11,18 +11,18 @@ import pytest
 import torch
 
 from rvc_compile.backends.onnxruntime import Runner, session_options
-from rvc_compile.capture import export_onnx, multi_length_check
-from rvc_compile.checkpoint import PRUNED_FORMAT, load_checkpoint, save_pruned_checkpoint
-from rvc_compile.distill import DistillConfig, HeldOut, SpectralLosses, distill
+from rvc_compile.capture.export import export_onnx, multi_length_check
+from rvc_compile.components.synthesizer.checkpoint import PRUNED_FORMAT, load_checkpoint, save_pruned_checkpoint
+from rvc_compile.compress.distill import DistillConfig, HeldOut, SpectralLosses, distill
 from rvc_compile.errors import CheckpointError, RecipeError
-from rvc_compile.golden import example_case
-from rvc_compile.metrics import log_mel_distance_db, mrstft_distance
-from rvc_compile.model import build_model, expected_shapes, input_names
+from rvc_compile.artifact.golden import example_case
+from rvc_compile.verify.metrics import log_mel_distance_db, mrstft_distance
+from rvc_compile.components.synthesizer.model import build_model, expected_shapes, input_names
 from rvc_compile.passes import PASSES, GraphState
-from rvc_compile.prune import _members, kept_width, prune_model
-from rvc_compile.prune_recipe import load_prune_recipe, prune_recipe_json_schema
-from rvc_compile.spec import prunable_widths, with_channels
-from rvc_compile.synthetic import make_checkpoint
+from rvc_compile.compress.prune import _members, kept_width, prune_model
+from rvc_compile.compress.prune_recipe import load_prune_recipe, prune_recipe_json_schema
+from rvc_compile.components.synthesizer.spec import prunable_widths, with_channels
+from rvc_compile.components.synthesizer.synthetic import make_checkpoint
 
 from conftest import assert_user_error, run_cli
 
@@ -391,9 +391,9 @@ def test_prune_recipe_paths_are_relative_to_the_recipe_and_the_schema_lists_ever
 
 @pytest.mark.slow
 def test_a_pruned_checkpoint_builds_and_verifies_like_any_other(small, tmp_path):
-    from rvc_compile.build import build
-    from rvc_compile.recipe import load_recipe
-    from rvc_compile.verify import verify_artifact
+    from rvc_compile.build.pipeline import build
+    from rvc_compile.recipe.schema import load_recipe
+    from rvc_compile.verify.gates import verify_artifact
 
     from test_build import write_recipe
 

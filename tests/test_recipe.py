@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rvc_compile.errors import RecipeError
-from rvc_compile.recipe import load_recipe, recipe_json_schema, recipe_sha256, recipe_to_dict
+from rvc_compile.recipe.schema import load_recipe, recipe_json_schema, recipe_sha256, recipe_to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -242,9 +242,9 @@ def test_memory_stays_flat_over_thousands_of_calls(request, backend, calls, host
 
 def test_openvino_runs_a_captured_pitch_model_without_host_source(tmp_path, checkpoint_factory, hostile):
     from rvc_compile.backends.openvino import Runner, compile_options
-    from rvc_compile.capture import export_onnx, graph_inputs
-    from rvc_compile.checkpoint import load_checkpoint
-    from rvc_compile.model import build_model
+    from rvc_compile.capture.export import export_onnx, graph_inputs
+    from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
+    from rvc_compile.components.synthesizer.model import build_model
 
     hostile.case("Load", "OpenVINO runner on a captured pitch model without the host_source pass", expect="runs (was broken: a fused tensor name hid the f0 input)")
     checkpoint = load_checkpoint(checkpoint_factory())

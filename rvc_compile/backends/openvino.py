@@ -168,7 +168,7 @@ def _input_name(port: Any) -> str:
     """The graph-input name of a compiled input port. A port carries every tensor name fused onto it
     (the f0 input of a pitch model also answers to '/m_source/Cast_output_0'), and ``get_any_name`` may
     return any of them, so prefer the one that is an input of our graph signature."""
-    from ..inputs import USER_INPUTS
+    from ..components.synthesizer.inputs import USER_INPUTS
 
     known = sorted(set(port.get_names()) & {*USER_INPUTS, "excitation"})
     return known[0] if known else port.get_any_name()

@@ -2,7 +2,7 @@
 
 The sine source accumulates phase over every output sample: in bf16 or fp16 that alone drops the output
 to about 17 dB SNR, and int8 cannot represent it. After this pass the graph takes the excitation
-(``excitation`` [1, T*hop], made by ``rvc_compile.nsf`` in float64 from f0 and the source noise) instead
+(``excitation`` [1, T*hop], made by ``rvc_compile.components.synthesizer.nsf`` in float64 from f0 and the source noise) instead
 of ``source_noise``; everything after the excitation (the source's linear+tanh and the decoder) stays in
 the graph. The runtime computes the excitation for the caller, so the artifact's interface is unchanged,
 and a long input processed in windows keeps one continuous phase.

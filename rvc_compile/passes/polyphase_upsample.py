@@ -1,6 +1,6 @@
 """Rewrite the decoder's transposed convolutions as polyphase convolutions (exact in fp32).
 
-See ``rvc_compile.model.polyphase``: the same weights and FLOPs, but plain convolutions, which the int8
+See ``rvc_compile.components.synthesizer.model.polyphase``: the same weights and FLOPs, but plain convolutions, which the int8
 and bf16 kernels of OpenVINO and ONNX Runtime run far faster than transposed ones.
 """
 
@@ -28,7 +28,7 @@ class PolyphaseUpsample(Pass):
     def run(self, state: GraphState, workdir: Path) -> GraphState:
         from torch import nn
 
-        from ..model.polyphase import PolyphaseUpsample as Polyphase
+        from ..components.synthesizer.model.polyphase import PolyphaseUpsample as Polyphase
 
         ups = state.model.dec.ups
         rewritten = []

@@ -1,4 +1,4 @@
-"""Structured pruning as a torch-stage pass: remove block-internal channels (``rvc_compile.prune``).
+"""Structured pruning as a torch-stage pass: remove block-internal channels (``rvc_compile.compress.prune``).
 
 The pass only cuts; it does not fine-tune, so the output drifts from the original by however much the
 removed channels contributed. ``rvc-compile prune RECIPE.yaml`` cuts *and* distils, and writes a pruned
@@ -31,7 +31,7 @@ class PruningParams:
         return {"decoder": self.decoder, "encoder": self.encoder, "flow": self.flow}
 
     def check(self, where: str) -> None:
-        from ..prune import check_ratios
+        from ..compress.prune import check_ratios
 
         check_ratios(self.ratios(), where)
         if self.round_to < 1:
@@ -54,9 +54,9 @@ class Prune(Pass):
     def run(self, state: GraphState, workdir: Path) -> GraphState:
         from torch import nn
 
-        from ..golden import example_case
-        from ..model import build_model
-        from ..prune import prune_model, summary_line
+        from ..artifact.golden import example_case
+        from ..components.synthesizer.model import build_model
+        from ..compress.prune import prune_model, summary_line
 
         params = self.params
         params.check("passes.prune")

@@ -41,7 +41,7 @@ class Simplify(Pass):
             simplified, ok = onnxsim.simplify(model)
             if not ok:
                 raise BuildError("passes.simplify: onnxsim could not validate the simplified graph")
-        from ..layers import carry_names, name_layers
+        from ..precision.layers import carry_names, name_layers
 
         carry_names(original, simplified)  # fused nodes come back named after tensors of the original graph
         name_layers(simplified)

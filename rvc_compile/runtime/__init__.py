@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ..artifact import check_sections, verify_or_raise
+from ..artifact.manifest import check_sections, verify_or_raise
 from ..backends import BACKENDS, get_backend
 from ..errors import ArtifactError, InputError, RvcCompileError, first_line
-from ..inputs import USER_INPUTS, NoiseSpec, graph_feed, make_noise, validate_inputs
+from ..components.synthesizer.inputs import USER_INPUTS, NoiseSpec, graph_feed, make_noise, validate_inputs
 from .placement import ON_OTHER_CPU, check_on_this_cpu, placement
 from .windows import WindowPlan, run_windowed
 
@@ -135,7 +135,7 @@ def compile_cache_dir(path: Path, manifest: dict[str, Any], override: str | Path
         return None if str(override) == "none" else Path(override)
     policy = manifest.get("target", {}).get("compile_cache", "none")
     if policy == "user":
-        from ..cache import resolve_cache_dir
+        from ..cache.store import resolve_cache_dir
 
         return resolve_cache_dir(None) / "compiled" / manifest["backend"]["name"]
     if policy == "beside":

@@ -68,7 +68,7 @@ def check_on_this_cpu(voice: Any, where: Placement, mode: str) -> None:
     record_path = _record_path(voice, where.machine)
     record = _read_record(record_path)
     if record is None:
-        from ..evaluate import golden_accuracy
+        from ..verify.evaluate import golden_accuracy
 
         accuracy = golden_accuracy(voice, voice.path, voice.manifest, voice.manifest["accuracy_budget"])
         record = {"passed": accuracy["passed"], "failures": accuracy["failures"], "machine": where.machine.name, "verified_on": verified}
@@ -85,8 +85,8 @@ def _record_path(voice: Any, machine: IsaClass) -> Path | None:
     """One record per (artifact contents, ISA class, CPU model, backend library): what the golden cases
     gave here. The contents are the files as they are now (an artifact loaded with allow_tampered may
     differ from its manifest), so a changed file is checked again."""
-    from ..artifact import file_table
-    from ..cache import resolve_cache_dir
+    from ..artifact.manifest import file_table
+    from ..cache.store import resolve_cache_dir
     from ..machine import cpu_info
 
     try:

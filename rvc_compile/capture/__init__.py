@@ -1,0 +1,1 @@
+"""Graph capture: a component's torch model -> ONNX with symbolic time axes."""

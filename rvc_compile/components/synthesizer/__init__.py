@@ -1,0 +1,1 @@
+"""The RVC synthesizer: checkpoint reader, spec, model, the eager reference, inputs and the NSF source."""

@@ -1,0 +1,1 @@
+"""Measurement: benchmark, baselines, per-layer profile, the machine's floor, FLOP counting."""

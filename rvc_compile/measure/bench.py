@@ -1,0 +1,756 @@
+"""``rvc-compile bench``: time checkpoints, artifacts and named baselines on identical inputs, interleaved.
+
+How it measures (the same for every source, every number in one run):
+
+- Each SOURCE runs in its own worker process, loaded once. Only one worker computes at a time, so they
+  never compete for the cores; the parent sends "run" to each in turn, with a short pause between
+  calls so the previous source's thread pool has stopped spinning. Separate processes are what make
+  peak memory per source meaningful: a worker's resident-set high-water mark (``VmHWM``) is its
+  source's alone. Lengths run shortest first, so the peak read after a length is the peak at that length.
+- Inputs are identical for all sources: every worker builds them from the same (frames, seed) with
+  ``golden.example_case`` (real content features, a phrase f0 contour) and seeded noise
+  (``inputs.make_noise``); sources built for a fixed speaker set the speaker for all.
+- Per length: every source is warmed up, then the repetitions are interleaved round-robin (A B C A B
+  C ...), so drift in the machine (other load, thermal state) hits all sources alike. Timing is taken
+  inside the worker around the model call only (``time.perf_counter``).
+- Streaming (``chunk_seconds``): the input is split into consecutive chunks of that length; each chunk
+  call is timed; latency percentiles are per chunk and the real-time factor is time / chunk duration.
+- A source that cannot run a length (an artifact's frame range, a shape it was not built for) is
+  reported "n/a" with the reason; a source that crashes is "failed"; neither stops the run.
+
+The result is a JSON-able dict (schema ``rvc-compile-bench/1``, see ``docs/PERFORMANCE.md``) and
+``format_table`` renders it. torch is imported only where a FLOP count or the floor needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import errors
+from .sources import SourceSpec, parse_sources
+from ..errors import InputError, RvcCompileError
+from ..machine import cpu_info, library_versions
+
+SCHEMA = "rvc-compile-bench/1"
+LIBRARIES = ("torch", "onnxruntime", "openvino", "numpy")
+DEFAULT_SECONDS = (0.5, 2.0, 10.0)
+SETTLE_S = 0.01  # pause before each timed call: idle thread pools of the previous source stop spinning
+LINEARITY_TOLERANCE = 1.10  # RTF at the longest length may exceed RTF at 2 s by at most 10 %
+FLOP_COUNT_FRAMES = 200  # FLOPs per second of audio are counted at 2 s
+
+
+@dataclasses.dataclass
+class BenchSettings:
+    seconds: tuple[float, ...] = DEFAULT_SECONDS
+    chunk_seconds: float | None = None  # streaming mode when set
+    stream_seconds: float = 2.0  # audio split into chunks in streaming mode
+    threads: int = 2
+    repeat: int = 10  # runs at lengths <= 2 s; longer lengths get fewer (see repeats_for)
+    min_repeat: int = 3
+    warmup: int = 1
+    # Lengths above this run without warm-up: every code path (compilations, windows) was warmed at a
+    # shorter length, and a warm-up run of 30 s costs as much as a measured one.
+    warmup_max_seconds: float | None = None
+    seed: int = 0
+    speaker: int | None = None
+    floor: bool = True
+    accuracy_seconds: float = 2.0  # in-run accuracy against the reference is taken at this length
+    # Longest length to run per source label or kind (the suite's time budget keeps slow baselines short).
+    max_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def runs_at(self, spec: SourceSpec, seconds: float) -> bool:
+        limit = self.max_seconds.get(spec.label, self.max_seconds.get(spec.kind))
+        return limit is None or seconds <= limit + 1e-9
+
+    def repeats_for(self, seconds: float) -> int:
+        """About as much audio per length as ``repeat`` runs of 2 s, never fewer than ``min_repeat`` runs."""
+        if seconds <= 2.0:
+            return self.repeat
+        return max(self.min_repeat, min(self.repeat, math.ceil(self.repeat * 2.0 / seconds)))
+
+
+# -- the worker process --------------------------------------------------------------------------
+
+def _peak_rss_mb() -> float:
+    """This process's resident-set high-water mark.
+
+    ``VmHWM`` belongs to the process's own address space, which exec starts afresh; ``ru_maxrss`` would
+    not do here: Linux carries it across fork and exec, so a spawned worker would start at its parent's
+    peak (the parent may hold torch and a whole model).
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _worker(conn: Any, spec: SourceSpec, threads: int, workdir: str) -> None:
+    """Serve one source: load it, then answer (command, args) messages until told to stop."""
+    os.dup2(2, 1)  # library chatter must never reach the parent's stdout (it may be printing JSON)
+    runner = None
+    outputs: dict[str, np.ndarray] = {}
+    try:
+        start = time.perf_counter()
+        from .sources import open_runner
+
+        runner = open_runner(spec, threads, workdir)
+        info = dict(runner.info)
+        info.setdefault("load_s", time.perf_counter() - start)
+        conn.send(("ok", {"info": info, "rss_mb": _peak_rss_mb()}))
+    except BaseException as exc:  # reported to the parent, which decides what is fatal
+        conn.send(_error_reply(exc))
+        conn.close()
+        return
+    while True:
+        try:
+            command, args = conn.recv()
+        except EOFError:
+            break
+        if command == "stop":
+            break
+        try:
+            if command == "prepare":
+                reply: Any = runner.prepare(**args)
+            elif command == "run":
+                key, index, keep = args["key"], args.get("index", 0), args.get("keep", False)
+                start = time.perf_counter()
+                audio = runner.run(key, index)
+                elapsed = time.perf_counter() - start
+                if keep:
+                    outputs[key] = np.asarray(audio, dtype=np.float32).reshape(-1)
+                reply = elapsed
+            elif command == "output":
+                reply = outputs.pop(args["key"], None)
+            elif command == "release":
+                runner.release(args["key"])
+                outputs.pop(args["key"], None)
+                reply = None
+            elif command == "memory":
+                reply = {"peak_rss_mb": _peak_rss_mb()}
+            elif command == "info":
+                reply = dict(runner.info)
+            else:
+                raise ValueError(f"unknown command {command!r}")
+            conn.send(("ok", reply))
+        except BaseException as exc:
+            conn.send(_error_reply(exc))
+    if hasattr(runner, "close"):
+        runner.close()
+    conn.close()
+
+
+def _error_reply(exc: BaseException) -> tuple[str, dict[str, Any]]:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return ("error", {
+        "type": type(exc).__name__,
+        "user_error": isinstance(exc, RvcCompileError),
+        "message": message[:400],
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-2000:],
+    })
+
+
+class WorkerError(Exception):
+    def __init__(self, detail: dict[str, Any]):
+        super().__init__(detail["message"])
+        self.detail = detail
+
+
+class Worker:
+    """The parent's handle on one source's worker process."""
+
+    def __init__(self, spec: SourceSpec, threads: int, workdir: str):
+        context = multiprocessing.get_context("spawn")
+        self.spec = spec
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker, args=(child, spec, threads, workdir), name=f"bench-{spec.label}")
+        self.process.start()
+        child.close()
+        self.info: dict[str, Any] = {}
+
+    def _receive(self) -> Any:
+        try:
+            status, payload = self.conn.recv()
+        except EOFError:
+            code = self.process.exitcode if not self.process.is_alive() else None
+            raise WorkerError({"type": "WorkerDied", "user_error": False, "message": f"worker for {self.spec.label} exited (code {code})"}) from None
+        if status == "error":
+            raise WorkerError(payload)
+        return payload
+
+    def loaded(self) -> dict[str, Any]:
+        payload = self._receive()
+        self.info = payload["info"]
+        return payload
+
+    def call(self, command: str, **args: Any) -> Any:
+        if command == "run":
+            time.sleep(SETTLE_S)
+        try:
+            self.conn.send((command, args))
+        except (BrokenPipeError, OSError):
+            raise WorkerError({"type": "WorkerDied", "user_error": False, "message": f"worker for {self.spec.label} is gone"}) from None
+        return self._receive()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(("stop", {}))
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+        self.conn.close()
+
+
+def _raise_user_error(spec: SourceSpec, detail: dict[str, Any]) -> None:
+    """Re-raise a worker's user error as the same one-line error class in this process."""
+    cls = getattr(errors, detail["type"], None)
+    if not (isinstance(cls, type) and issubclass(cls, RvcCompileError)):
+        cls = InputError
+    message = detail["message"]
+    raise cls(message if spec.path in message else f"{spec.text}: {message}")
+
+
+# -- statistics and floor ------------------------------------------------------------------------
+
+def latency_summary(times_s: list[float], audio_seconds: float) -> dict[str, Any]:
+    times = np.asarray(times_s, dtype=np.float64)
+    p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
+    return {
+        "runs": int(times.size),
+        "p50_ms": p50 * 1e3,
+        "p90_ms": p90 * 1e3,
+        "p99_ms": p99 * 1e3,
+        "mean_ms": float(times.mean()) * 1e3,
+        "min_ms": float(times.min()) * 1e3,
+        "rtf_p50": p50 / audio_seconds,
+        "rtf_p90": p90 / audio_seconds,
+        "rtf_p99": p99 / audio_seconds,
+    }
+
+
+def source_flops_per_second(spec: SourceSpec, info: dict[str, Any], model_spec: Any) -> tuple[float | None, str]:
+    """FLOPs per second of audio: counted on the artifact's own graph, else on the checkpoint's model."""
+    from .floor import graph_flops, model_flops
+
+    frames = FLOP_COUNT_FRAMES
+    frame_range = info.get("frames") or {}
+    if frame_range:
+        frames = min(max(frames, int(frame_range.get("min", frames))), int(frame_range.get("max", frames)))
+    seconds = frames * info["hop_length"] / info["sample_rate"]
+    if spec.kind == "artifact":
+        import json
+
+        manifest = json.loads((Path(spec.path) / "manifest.json").read_text())
+        graphs = [name for name in manifest["backend"].get("files", {}).values() if name.endswith((".onnx", ".xml"))]
+        if graphs:
+            shapes = {
+                "features": [1, frames, info["feature_dim"]], "f0": [1, frames], "speaker": [1],
+                "prior_noise": [1, info["inter_channels"], frames], "source_noise": [1, frames * info["hop_length"]],
+                "excitation": [1, frames * info["hop_length"]],  # the host-side NSF source's graph input
+            }
+            try:
+                return graph_flops(Path(spec.path) / graphs[0], shapes) / seconds, f"artifact graph {graphs[0]} at {frames} frames"
+            except Exception as exc:  # an op OpenVINO cannot read: fall back to the model count, say so
+                fallback = f"model (graph unreadable: {type(exc).__name__})"
+        else:
+            fallback = "model (no graph file to count)"
+        if model_spec is None:
+            return None, fallback
+        return model_flops(model_spec, frames)["total"] / seconds, fallback
+    return model_flops(model_spec, frames)["total"] / seconds, f"checkpoint model at {frames} frames"
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def run_bench(sources: list[str] | list[SourceSpec], settings: BenchSettings | None = None, *,
+              peaks: dict[str, Any] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Benchmark every source in one interleaved run; returns the result dict (see module docstring).
+
+    ``peaks`` reuses an earlier floor measurement (``floor.measure_peaks``) instead of measuring again.
+    """
+    settings = settings or BenchSettings()
+    log = log or (lambda message: None)
+    started = time.perf_counter()
+    _check_settings(settings)
+    specs = list(sources) if all(isinstance(s, SourceSpec) for s in sources) else parse_sources([str(s) for s in sources])
+
+    workers: list[Worker] = []
+    with tempfile.TemporaryDirectory(prefix="rvc-bench-") as workdir:
+        try:
+            # Nothing is printed until every source has loaded: a bad SOURCE stays a one-line error.
+            for spec in specs:
+                worker = Worker(spec, settings.threads, workdir)
+                workers.append(worker)
+                try:
+                    worker.loaded()
+                except WorkerError as exc:
+                    if exc.detail["user_error"]:
+                        _raise_user_error(spec, exc.detail)
+                    raise InputError(f"{spec.text}: cannot be loaded ({exc.detail['type']}: {exc.detail['message'][:200]})") from None
+            model_info, speaker = _common_model(workers, settings)
+            log("loaded " + ", ".join(f"{w.spec.label} ({w.spec.kind}, {w.info.get('load_s', 0):.1f} s)" for w in workers))
+            if settings.floor and peaks is None:
+                from .floor import measure_peaks
+
+                log(f"measuring peak fp32/bf16/int8 matrix-product rates on {settings.threads} threads")
+                peaks = measure_peaks(settings.threads)
+            model_spec = _model_spec(specs)
+            source_records = [_source_record(w, model_spec) for w in workers]
+            if settings.chunk_seconds is not None:
+                results = _run_streaming(workers, settings, model_info, speaker, log)
+            else:
+                results = _run_lengths(workers, settings, model_info, speaker, log)
+            for worker, record in zip(workers, source_records):
+                try:
+                    latest = worker.call("info")
+                    record["size_bytes"] = latest.get("size_bytes", record["size_bytes"])
+                    if "export_s" in latest:
+                        record["export_s"] = latest["export_s"]
+                except WorkerError:
+                    pass
+        finally:
+            for worker in workers:
+                worker.stop()
+
+    _add_ratios(results, source_records, peaks)
+    result = {
+        "schema": SCHEMA,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": {**cpu_info(), "threads": settings.threads, "libraries": library_versions(*LIBRARIES)},
+        "settings": {
+            **{k: v for k, v in dataclasses.asdict(settings).items()},
+            "mode": "streaming" if settings.chunk_seconds is not None else "lengths",
+            "speaker": speaker,
+            "noise": f"seed:{settings.seed}",
+            "inputs": "golden.example_case (real content features, phrase f0 contour) + inputs.make_noise, identical for every source",
+            "timing": "per call inside each source's worker process; warm-up first, then repetitions interleaved round-robin across sources",
+            "memory": "peak resident set of each source's own worker process (lengths run shortest first)",
+        },
+        "model": model_info,
+        "floor": peaks,
+        "sources": source_records,
+        "results": results,
+        "linearity": _linearity(results, source_records) if settings.chunk_seconds is None else [],
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
+    return result
+
+
+def _check_settings(settings: BenchSettings) -> None:
+    if settings.threads < 1:
+        raise InputError(f"--threads: {settings.threads} must be at least 1")
+    if settings.repeat < 1 or settings.warmup < 0:
+        raise InputError("--repeat must be at least 1")
+    if settings.chunk_seconds is not None and not (0 < settings.chunk_seconds <= settings.stream_seconds):
+        raise InputError(f"--chunk: {settings.chunk_seconds} s must be positive and at most {settings.stream_seconds} s")
+    if not settings.seconds or any(not (s > 0) for s in settings.seconds):
+        raise InputError(f"--seconds: lengths must be positive, got {list(settings.seconds)}")
+
+
+def _common_model(workers: list[Worker], settings: BenchSettings) -> tuple[dict[str, Any], int]:
+    """The model shape all sources share (inputs must fit all of them) and the speaker to use."""
+    keys = ("sample_rate", "hop_length", "feature_dim", "has_f0", "inter_channels")
+    first = workers[0].info
+    for worker in workers[1:]:
+        different = [k for k in keys if worker.info[k] != first[k]]
+        if different:
+            raise InputError(
+                f"{worker.spec.text}: a different model from {workers[0].spec.text} ({', '.join(f'{k} {worker.info[k]} vs {first[k]}' for k in different)}); bench one model per run"
+            )
+    fixed = {w.spec.text: w.info.get("fixed_speaker") for w in workers if w.info.get("fixed_speaker") is not None}
+    if len(set(fixed.values())) > 1:
+        raise InputError(f"sources are built for different speakers ({', '.join(f'{k}: {v}' for k, v in fixed.items())}); bench them separately")
+    speaker = next(iter(fixed.values())) if fixed else (settings.speaker or 0)
+    if settings.speaker is not None and settings.speaker != speaker:
+        raise InputError(f"--speaker {settings.speaker}: {next(iter(fixed))} is built for speaker {speaker} only")
+    n_speakers = min(int(w.info["n_speakers"]) for w in workers)
+    if not 0 <= speaker < n_speakers:
+        raise InputError(f"--speaker {speaker}: out of range (the model has {n_speakers} speakers)")
+    return {k: first[k] for k in keys}, int(speaker)
+
+
+def _model_spec(specs: list[SourceSpec]) -> Any:
+    """The ModelSpec for FLOP counts: from a checkpoint source, else from an artifact's manifest."""
+    import json
+
+    from ..components.synthesizer.spec import ModelSpec
+
+    for spec in specs:
+        if spec.kind == "artifact":
+            manifest = json.loads((Path(spec.path) / "manifest.json").read_text())
+            try:
+                return ModelSpec.from_dict(manifest["source"], source=spec.path)
+            except (KeyError, TypeError, RvcCompileError):
+                continue
+    for spec in specs:
+        if spec.kind != "artifact":
+            from ..components.synthesizer.checkpoint import load_checkpoint
+
+            return load_checkpoint(spec.path).spec
+    return None
+
+
+def _source_record(worker: Worker, model_spec: Any) -> dict[str, Any]:
+    spec, info = worker.spec, worker.info
+    flops, counted = (None, "not counted")
+    try:
+        flops, counted = source_flops_per_second(spec, info, model_spec)
+    except Exception as exc:  # a count that cannot be made leaves the floor ratio empty, nothing else
+        counted = f"not counted ({type(exc).__name__})"
+    record = {
+        "label": spec.label,
+        "kind": spec.kind,
+        "path": spec.path,
+        "precision": info.get("precision"),
+        "backend": info.get("backend"),
+        "size_bytes": info.get("size_bytes"),
+        "size_what": info.get("size_what"),
+        "load_s": info.get("load_s"),
+        "fixed_speaker": info.get("fixed_speaker"),
+        "frames": info.get("frames"),
+        "gflop_per_second_of_audio": None if flops is None else round(flops / 1e9, 3),
+        "flops_counted_from": counted,
+        "report": _artifact_report(spec) if spec.kind == "artifact" else None,
+    }
+    if info.get("export"):
+        record["export"] = info["export"]
+    return record
+
+
+def _artifact_report(spec: SourceSpec) -> dict[str, Any] | None:
+    """Accuracy (worst golden case) and build facts from the artifact's own report.json."""
+    import json
+
+    try:
+        report = json.loads((Path(spec.path) / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    cases = report.get("accuracy", {}).get("cases", [])
+    snrs = [c.get("snr_db") for c in cases]
+    finite = [v for v in snrs if v is not None]
+
+    def worst(key: str) -> float | None:
+        values = [c.get(key) for c in cases if c.get(key) is not None]
+        return max(values) if values else None
+
+    return {
+        "accuracy_passed": report.get("accuracy", {}).get("passed"),
+        "min_snr_db": min(finite) if finite else None,  # None with snr_exact: every case matched exactly
+        "snr_exact": bool(cases) and not finite,
+        "max_log_mel_db": worst("log_mel_db"),
+        "max_mrstft": worst("mrstft"),
+        "max_f0_cents": worst("f0_cents"),
+        "golden_cases": len(cases),
+        "build_time_s": report.get("build_time_s"),
+        "precision": report.get("artifact", {}).get("precision"),
+        "passes": [p.get("name") for p in report.get("passes", [])],
+    }
+
+
+def _frames(seconds: float, info: dict[str, Any]) -> int:
+    return max(1, int(round(seconds * info["sample_rate"] / info["hop_length"])))
+
+
+def _failure(exc: WorkerError) -> tuple[str, str]:
+    detail = exc.detail
+    status = "n/a" if detail["user_error"] else "failed"
+    return status, f"{detail['type']}: {detail['message']}" if status == "failed" else detail["message"]
+
+
+def _warm(workers: list[Worker], key: str, calls: int, warmup: int, status: dict[str, tuple[str, str]]) -> None:
+    for worker in workers:
+        if worker.spec.label in status:
+            continue
+        try:
+            for _ in range(warmup):
+                for index in range(calls):
+                    worker.call("run", key=key, index=index)
+        except WorkerError as exc:
+            status[worker.spec.label] = _failure(exc)
+
+
+def _run_lengths(workers: list[Worker], settings: BenchSettings, model: dict[str, Any], speaker: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    results = []
+    reference = _reference_worker(workers)
+    accuracy_length = min(settings.seconds, key=lambda s: abs(s - settings.accuracy_seconds))
+    for seconds in sorted(settings.seconds):
+        frames = _frames(seconds, model)
+        audio_seconds = frames * model["hop_length"] / model["sample_rate"]
+        key = f"len-{frames}"
+        repeats = settings.repeats_for(seconds)
+        status: dict[str, tuple[str, str]] = {
+            w.spec.label: ("skipped", f"not run above {settings.max_seconds.get(w.spec.label, settings.max_seconds.get(w.spec.kind)):g} s (time budget)")
+            for w in workers if not settings.runs_at(w.spec, seconds)
+        }
+        log(f"{audio_seconds:g} s ({frames} frames): preparing inputs" + (" and naive exports" if any(w.spec.kind == "naive-onnx" for w in workers) else ""))
+        for worker in workers:
+            if worker.spec.label in status:
+                continue
+            try:
+                worker.call("prepare", key=key, frames=frames, seed=settings.seed, speaker=speaker)
+            except WorkerError as exc:
+                status[worker.spec.label] = _failure(exc)
+        warmup = settings.warmup if settings.warmup_max_seconds is None or seconds <= settings.warmup_max_seconds + 1e-9 else 0
+        log(f"{audio_seconds:g} s: warm-up ({warmup} run each), then {repeats} interleaved runs of {len(workers)} sources")
+        _warm(workers, key, 1, warmup, status)
+        times: dict[str, list[float]] = {w.spec.label: [] for w in workers}
+        keep_output = seconds == accuracy_length
+        for repetition in range(repeats):
+            for worker in workers:
+                if worker.spec.label in status:
+                    continue
+                try:
+                    last = repetition == repeats - 1
+                    times[worker.spec.label].append(worker.call("run", key=key, keep=last and keep_output))
+                except WorkerError as exc:
+                    status[worker.spec.label] = _failure(exc)
+        accuracy = _in_run_accuracy(workers, reference, key, model, status) if keep_output else {}
+        for worker in workers:
+            label = worker.spec.label
+            entry: dict[str, Any] = {"source": label, "seconds": audio_seconds, "frames": frames}
+            if label in status:
+                entry.update(status=status[label][0], reason=status[label][1])
+            else:
+                entry.update(status="ok", **latency_summary(times[label], audio_seconds))
+                try:
+                    entry["peak_rss_mb"] = round(worker.call("memory")["peak_rss_mb"], 1)
+                except WorkerError:
+                    entry["peak_rss_mb"] = None
+                if label in accuracy:
+                    entry["accuracy_vs_reference"] = accuracy[label]
+            if entry["status"] != "skipped":
+                try:
+                    worker.call("release", key=key)
+                except WorkerError:
+                    pass
+            results.append(entry)
+            if entry["status"] == "ok":
+                log(f"  {label:<40} p50 {entry['p50_ms']:9.1f} ms   RTF {entry['rtf_p50']:.3f}   peak {entry['peak_rss_mb']} MB")
+            else:
+                log(f"  {label:<40} {entry['status']}: {entry['reason'][:120]}")
+    return results
+
+
+def _reference_worker(workers: list[Worker]) -> Worker:
+    """The accuracy reference: the first eager fp32 source, else the first source."""
+    return next((w for w in workers if w.spec.kind == "eager-fp32"), workers[0])
+
+
+def _in_run_accuracy(workers: list[Worker], reference: Worker, key: str, model: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    from ..verify.metrics import compare
+
+    if reference.spec.label in status:
+        return {}
+    try:
+        reference_audio = reference.call("output", key=key)
+    except WorkerError:
+        return {}
+    if reference_audio is None:
+        return {}
+    out = {}
+    for worker in workers:
+        if worker.spec.label in status:
+            continue
+        try:
+            audio = reference_audio if worker is reference else worker.call("output", key=key)
+        except WorkerError:
+            continue
+        if audio is None:
+            continue
+        metrics = compare(reference_audio, audio, model["sample_rate"])
+        out[worker.spec.label] = {
+            "reference": reference.spec.label,
+            **{k: metrics.get(k) for k in ("snr_db", "log_mel_db", "mrstft", "f0_cents", "max_abs_error", "length_mismatch")},
+        }
+    return out
+
+
+def _run_streaming(workers: list[Worker], settings: BenchSettings, model: dict[str, Any], speaker: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    chunk_frames = _frames(settings.chunk_seconds, model)
+    chunk_seconds = chunk_frames * model["hop_length"] / model["sample_rate"]
+    total_frames = max(chunk_frames, (_frames(settings.stream_seconds, model) // chunk_frames) * chunk_frames)
+    key = f"chunk-{chunk_frames}"
+    status: dict[str, tuple[str, str]] = {}
+    calls = total_frames // chunk_frames
+    log(f"streaming: {calls} chunks of {chunk_seconds:g} s ({chunk_frames} frames), {settings.repeat} interleaved passes")
+    for worker in workers:
+        try:
+            calls = worker.call("prepare", key=key, frames=total_frames, seed=settings.seed, speaker=speaker, chunk_frames=chunk_frames)
+        except WorkerError as exc:
+            status[worker.spec.label] = _failure(exc)
+    _warm(workers, key, calls, settings.warmup, status)
+    times: dict[str, list[float]] = {w.spec.label: [] for w in workers}
+    for _ in range(settings.repeat):
+        for worker in workers:
+            if worker.spec.label in status:
+                continue
+            try:
+                for index in range(calls):
+                    times[worker.spec.label].append(worker.call("run", key=key, index=index))
+            except WorkerError as exc:
+                status[worker.spec.label] = _failure(exc)
+    results = []
+    for worker in workers:
+        label = worker.spec.label
+        entry: dict[str, Any] = {"source": label, "seconds": chunk_seconds, "frames": chunk_frames, "chunk": True, "chunks": calls}
+        if label in status:
+            entry.update(status=status[label][0], reason=status[label][1])
+        else:
+            entry.update(status="ok", **latency_summary(times[label], chunk_seconds))
+            try:
+                entry["peak_rss_mb"] = round(worker.call("memory")["peak_rss_mb"], 1)
+            except WorkerError:
+                entry["peak_rss_mb"] = None
+        results.append(entry)
+        log(f"  {label:<40} " + (f"chunk p50 {entry['p50_ms']:.1f} ms  p99 {entry['p99_ms']:.1f} ms  RTF {entry['rtf_p50']:.3f}" if entry["status"] == "ok" else f"{entry['status']}: {entry['reason'][:120]}"))
+    return results
+
+
+def _add_ratios(results: list[dict[str, Any]], sources: list[dict[str, Any]], peaks: dict[str, Any] | None) -> None:
+    """Speed-up against the first source at the same length, and time against the precision's floor."""
+    from .floor import floor_seconds, precision_class
+
+    first = sources[0]["label"]
+    by_source = {s["label"]: s for s in sources}
+    baseline = {r["seconds"]: r for r in results if r["source"] == first and r["status"] == "ok"}
+    for entry in results:
+        if entry["status"] != "ok":
+            continue
+        base = baseline.get(entry["seconds"])
+        entry["speedup_vs_first"] = base["p50_ms"] / entry["p50_ms"] if base else None
+        source = by_source[entry["source"]]
+        gflop = source.get("gflop_per_second_of_audio")
+        entry["floor_precision"] = precision_class(source.get("precision"))
+        floor = floor_seconds(gflop * 1e9 * entry["seconds"], source.get("precision"), peaks) if (peaks and gflop) else None
+        entry["floor_ms"] = None if floor is None else floor * 1e3
+        entry["x_floor"] = None if floor is None else entry["p50_ms"] / (floor * 1e3)
+
+
+def _linearity(results: list[dict[str, Any]], sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Does cost grow with the audio? RTF at the longest length against RTF at 2 s (or the shortest)."""
+    out = []
+    for source in sources:
+        rows = sorted((r for r in results if r["source"] == source["label"] and r["status"] != "skipped"), key=lambda r: r["seconds"])
+        ok = [r for r in rows if r["status"] == "ok"]
+        rtf = {f"{r['seconds']:g}": (r["rtf_p50"] if r["status"] == "ok" else None) for r in rows}
+        base = next((r for r in ok if abs(r["seconds"] - 2.0) < 1e-6), ok[0] if ok else None)
+        longest = rows[-1] if rows else None
+        ratio = None
+        if base and longest and longest["status"] == "ok" and longest["seconds"] > base["seconds"]:
+            ratio = longest["rtf_p50"] / base["rtf_p50"]
+        memory_growth = None
+        if base and longest and longest["status"] == "ok" and base.get("peak_rss_mb") and longest.get("peak_rss_mb"):
+            memory_growth = longest["peak_rss_mb"] / base["peak_rss_mb"]
+        out.append({
+            "source": source["label"],
+            "rtf_p50": rtf,
+            "base_seconds": base["seconds"] if base else None,
+            "longest_seconds": longest["seconds"] if longest else None,
+            "rtf_ratio_longest_to_base": ratio,
+            "linear": None if ratio is None else ratio <= LINEARITY_TOLERANCE,
+            "peak_rss_ratio_longest_to_base": memory_growth,
+            "longest_status": longest["status"] if longest else None,
+        })
+    return out
+
+
+# -- text output ---------------------------------------------------------------------------------
+
+def _fmt(value: Any, spec: str = ".1f", missing: str = "-") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return missing
+    return format(value, spec)
+
+
+def machine_line(result: dict[str, Any]) -> str:
+    machine = result["machine"]
+    libraries = ", ".join(f"{k} {v}" for k, v in machine.get("libraries", {}).items())
+    return (f"{machine['cpu']}, {machine['cores']} logical cores, flags {' '.join(machine['flags']) or '-'}; "
+            f"{machine['threads']} threads; {libraries}")
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The human table: one block per length (or the streaming block), then linearity and floor."""
+    lines = [f"machine: {machine_line(result)}"]
+    sources = {s["label"]: s for s in result["sources"]}
+    first = result["sources"][0]["label"]
+    header = f"  {'source':<36}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'RTF p50':>9}{'speed-up':>9}{'x floor':>9}{'peak MB':>9}{'size MB':>9}"
+    streaming = result["settings"]["mode"] == "streaming"
+    for seconds in sorted({r["seconds"] for r in result["results"]}):
+        rows = [r for r in result["results"] if r["seconds"] == seconds]
+        runs = max((r.get("runs", 0) for r in rows), default=0)
+        title = (f"streaming: {seconds:g} s chunks ({rows[0]['frames']} frames, {rows[0].get('chunks')} chunks per pass, {runs} chunk calls); latency per chunk"
+                 if streaming else f"{seconds:g} s of audio ({rows[0]['frames']} frames, {runs} runs)")
+        lines += ["", title, header]
+        for row in rows:
+            size = sources[row["source"]].get("size_bytes")
+            size_text = _fmt(size / 1e6 if size else None)
+            if row["status"] != "ok":
+                lines.append(f"  {row['source']:<36}{row['status']:>10}  {row['reason'][:80]}")
+                continue
+            lines.append(
+                f"  {row['source']:<36}{row['p50_ms']:>10.1f}{row['p90_ms']:>10.1f}{row['p99_ms']:>10.1f}{row['rtf_p50']:>9.3f}"
+                f"{_fmt(row.get('speedup_vs_first'), '.2f') + 'x':>9}{_fmt(row.get('x_floor'), '.2f'):>9}"
+                f"{_fmt(row.get('peak_rss_mb'), '.0f'):>9}{size_text:>9}"
+            )
+    lines.append("")
+    lines.append(f"speed-up: p50 of {first} / p50 of the source at the same length. x floor: p50 / (FLOPs / measured peak of the source's precision).")
+    if result["linearity"]:
+        lines += ["", "linearity (RTF p50 per length; flag when the longest exceeds 2 s by more than 10 %)"]
+        for row in result["linearity"]:
+            rtfs = "  ".join(f"{k} s: {_fmt(v, '.3f', 'n/a')}" for k, v in row["rtf_p50"].items())
+            verdict = "-" if row["linear"] is None else ("linear" if row["linear"] else "NOT LINEAR")
+            ratio = _fmt(row["rtf_ratio_longest_to_base"], ".2f")
+            lines.append(f"  {row['source']:<36}{rtfs}   ratio {ratio}  {verdict}")
+    floor = result.get("floor")
+    if floor:
+        peaks = "; ".join(f"{p} {_fmt(floor[p]['gops'], '.0f')} GOP/s ({floor[p]['implementation']})" for p in ("fp32", "bf16", "int8") if p in floor)
+        lines += ["", f"floor: peak {peaks}, {floor['matrix_size']}x{floor['matrix_size']} matrix products on {floor['threads']} threads"]
+        for source in result["sources"]:
+            lines.append(f"  {source['label']:<36}{_fmt(source['gflop_per_second_of_audio'], '.1f')} GFLOP per s of audio ({source['flops_counted_from']}), precision {source['precision']}")
+    accuracy = [(r["source"], r["accuracy_vs_reference"]) for r in result["results"] if r.get("accuracy_vs_reference")]
+    if accuracy:
+        lines += ["", f"accuracy against {accuracy[0][1]['reference']} on the same input (SNR dB / log-mel dB)"]
+        for label, acc in accuracy:
+            snr = "exact" if acc["snr_db"] is None else f"{acc['snr_db']:.1f}"
+            lines.append(f"  {label:<36}{snr:>10}{_fmt(acc['log_mel_db'], '.4f'):>10}")
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, allow_nan=False, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+

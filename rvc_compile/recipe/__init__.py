@@ -1,0 +1,1 @@
+"""The one typed schema of a recipe."""

@@ -1,0 +1,1 @@
+"""Checking artifacts: accuracy metrics, golden-set and latency gates, ``rvc-compile verify``."""
