@@ -177,7 +177,7 @@ def unpack(archive: Path, out_dir: Path, force: bool) -> None:
 
 @cli.group()
 def cache() -> None:
-    """Inspect and trim the build cache."""
+    """Inspect and trim the build cache: stage outputs, calibration sets and compiled blobs."""
 
 
 def _cache_dir_option(function: Any) -> Any:
@@ -195,9 +195,9 @@ def cache_dir_command(cache_dir: Path | None) -> None:
 
 @cache.command("ls")
 @_cache_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable, with each entry's key ingredients.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable, with each entry's kind and key ingredients.")
 def cache_ls(cache_dir: Path | None, as_json: bool) -> None:
-    """List entries: key, stage, size, age, last use."""
+    """List entries (key, stage, size, age, last use) and folders a tool fills (compiled blobs)."""
     from .cache.store import Store, format_ls
 
     store = Store.open(cache_dir)
@@ -221,7 +221,7 @@ def cache_du(cache_dir: Path | None, as_json: bool) -> None:
 @click.option("--max-size", metavar="SIZE", help="Remove least recently used entries until the cache is at most SIZE (500M, 2G).")
 @click.option("--older-than", metavar="AGE", help="Remove entries not used for AGE (12h, 7d, 2w).")
 def cache_prune(cache_dir: Path | None, max_size: str | None, older_than: str | None) -> None:
-    """Remove old or least recently used entries; entries a running build uses are kept."""
+    """Remove old or least recently used entries and folders; entries a running build uses are kept."""
     from .cache.store import Store, format_prune, parse_age, parse_size
 
     if max_size is None and older_than is None:
@@ -234,7 +234,7 @@ def cache_prune(cache_dir: Path | None, max_size: str | None, older_than: str | 
 @cache.command("clear")
 @_cache_dir_option
 def cache_clear(cache_dir: Path | None) -> None:
-    """Remove every entry (except those a running build uses)."""
+    """Remove every entry and folder (except entries a running build uses)."""
     from .cache.store import Store, format_prune
 
     click.echo(format_prune(Store.open(cache_dir).clear()))

@@ -7,21 +7,47 @@ naming the file or key at fault. The CLI prints it without a traceback and exits
 
 from __future__ import annotations
 
-import errno
+import errno as _errno
+from pathlib import Path
 
-# OSError numbers that mean the disk or folder cannot take the write (full, over quota, a file size
-# limit, read-only): the user's environment, reported in one line like any user error.
-STORAGE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS") if hasattr(errno, name))
+# OSError numbers that mean the disk or folder cannot take the write: the user's environment, reported
+# in one line like any user error. The one list: the CLI, the artifact writer and the build cache all
+# decide with ``is_storage_error``.
+# Full, over quota, or a file past a size limit (``ulimit -f``, the filesystem's largest file):
+# freeing space or writing elsewhere helps.
+NO_SPACE_ERRNOS = frozenset(getattr(_errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(_errno, name))
+# The folder refuses every write.
+READ_ONLY_ERRNOS = frozenset(getattr(_errno, name) for name in ("EROFS",) if hasattr(_errno, name))
+STORAGE_ERRNOS = NO_SPACE_ERRNOS | READ_ONLY_ERRNOS
 
 
 def is_storage_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
 
 
+def storage_error_path(exc: OSError) -> str | None:
+    """The file being written when ``exc`` happened (a copy's destination), if the error names one."""
+    where = exc.filename2 if getattr(exc, "filename2", None) is not None else exc.filename
+    return None if where is None else str(where)
+
+
 def storage_error_message(exc: OSError) -> str:
     """``PATH: No space left on device``, naming the file being written (a copy's destination)."""
-    where = exc.filename2 if getattr(exc, "filename2", None) is not None else exc.filename
+    where = storage_error_path(exc)
     return f"{where}: {exc.strerror or exc}" if where is not None else str(exc.strerror or exc)
+
+
+def storage_error_in(exc: BaseException) -> OSError | None:
+    """The storage ``OSError`` that ``exc`` is, or was raised from or while handling (a library that
+    wraps a failed write in its own exception type), if any: decided on ``errno``, never on messages."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if is_storage_error(current):
+            return current  # type: ignore[return-value]
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return None
 
 
 def first_line(exc: BaseException, limit: int = 160, default: str = "") -> str:
@@ -62,7 +88,23 @@ class BuildError(RvcCompileError):
 
 
 class CacheError(RvcCompileError):
-    """The build cache cannot be used: its folder is unwritable, the disk is full, an entry cannot be removed."""
+    """The build cache cannot be used: its folder is unwritable, the disk is full, an entry cannot be removed.
+
+    Besides the message, the fields say what happened, for callers that decide on it (never parse the
+    message): ``root`` the cache folder, ``path`` the file or folder being written or removed, ``errno``
+    the OSError number (``errno.ENOSPC``, ``errno.EFBIG``...) and ``no_space`` whether freeing space
+    (``rvc-compile cache prune``) is the cure; all None (``no_space`` False) for errors of another kind.
+    """
+
+    def __init__(self, message: str, *, root: Path | str | None = None, path: Path | str | None = None, errno: int | None = None):
+        super().__init__(message)
+        self.root = None if root is None else Path(root)
+        self.path = None if path is None else Path(path)
+        self.errno = errno
+
+    @property
+    def no_space(self) -> bool:
+        return self.errno in NO_SPACE_ERRNOS
 
 
 class GateFailure(RvcCompileError):

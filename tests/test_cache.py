@@ -25,7 +25,7 @@ from rvc_compile.cache.store import (
     resolve_cache_dir,
     stage_key,
 )
-from rvc_compile.errors import CacheError, RvcCompileError
+from rvc_compile.errors import NO_SPACE_ERRNOS, STORAGE_ERRNOS, CacheError, RvcCompileError
 
 from conftest import assert_user_error, run_cli
 
@@ -387,6 +387,53 @@ def test_a_full_disk_becomes_a_cache_error_and_leaves_nothing_partial(tmp_path, 
     assert not list((tmp_path / "tmp").iterdir()) and not list((tmp_path / "stages").iterdir())
 
 
+@pytest.mark.parametrize("number", sorted(STORAGE_ERRNOS), ids=lambda number: errno.errorcode[number])
+def test_every_storage_error_in_a_stage_is_a_cache_error_with_its_fields(tmp_path, number):
+    """One errno list (errors.STORAGE_ERRNOS) for the CLI, the artifact writer and the cache: a file size
+    limit (EFBIG) inside a stage is the cache's problem like a full disk, with the same advice."""
+    store = Store(tmp_path)
+    target = tmp_path / "tmp" / "big.onnx"
+
+    def failing(folder: Path) -> None:
+        (folder / "big.onnx").write_bytes(b"partial")
+        raise OSError(number, os.strerror(number), str(target))
+
+    with pytest.raises(CacheError) as caught:
+        store.get_or_create(key_for(), failing)
+    error = caught.value
+    assert (error.errno, error.root, error.path) == (number, tmp_path, target)
+    message = str(error)
+    assert "\n" not in message and message.startswith(f"cache {tmp_path}: cannot write the output of stage capture")
+    assert os.strerror(number) in message and str(target) in message
+    assert error.no_space == (number in NO_SPACE_ERRNOS)
+    if number in NO_SPACE_ERRNOS:
+        assert "rvc-compile cache prune" in message
+    assert not list((tmp_path / "tmp").iterdir()) and not list((tmp_path / "stages").iterdir())
+
+
+def test_a_storage_error_a_library_wraps_is_still_the_caches_and_one_elsewhere_is_not(tmp_path):
+    store = Store(tmp_path / "cache")
+
+    def wrapped(folder: Path) -> None:
+        try:
+            raise OSError(errno.EFBIG, "File too large")  # an unnamed write (np.save to a handle)
+        except OSError as exc:
+            raise RuntimeError("serialization failed") from exc
+
+    with pytest.raises(CacheError, match="File too large") as caught:
+        store.get_or_create(key_for(), wrapped)
+    assert caught.value.errno == errno.EFBIG and caught.value.path == tmp_path / "cache"
+
+    outside = tmp_path / "elsewhere" / "out.bin"
+
+    def writes_elsewhere(folder: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(outside))
+
+    with pytest.raises(OSError) as raw:  # not the cache's disk: the caller maps it (the artifact writer)
+        store.get_or_create(key_for(), writes_elsewhere)
+    assert not isinstance(raw.value, CacheError) and raw.value.filename == str(outside)
+
+
 # -- maintenance ----------------------------------------------------------------------------------
 
 def populate(store: Store, ages_s: dict[str, float], size: int = 4000) -> dict[str, str]:
@@ -514,3 +561,97 @@ def test_a_build_scratch_folder_is_kept_while_held_and_swept_once_its_build_is_g
     (dead / "graph.onnx").write_bytes(b"y")
     assert store.sweep_scratch() == 1 and not dead.exists()
     assert list((tmp_path / "cache" / "locks" / "scratch").iterdir()) == []
+
+
+# -- areas: folders a tool fills itself (OpenVINO's compiled blobs) ------------------------------------
+
+def test_an_area_is_a_stable_folder_that_ls_du_and_prune_account_for(tmp_path):
+    store = Store(tmp_path)
+    blobs = store.area("compiled/openvino")
+    assert blobs == store.area("compiled/openvino") and blobs.is_dir() and tmp_path in blobs.parents
+    (blobs / "model.blob").write_bytes(b"b" * 5000)
+    keys = populate(store, {"stage": 60}, size=1000)
+    infos = {info.key: info for info in store.ls()}
+    area = infos["compiled/openvino"]
+    assert area.kind == "area" and area.stage == "compiled/openvino" and area.size >= 5000
+    assert infos[keys["stage"]].kind == "stage"
+    usage = store.du()
+    assert usage["entries"] == 2 and usage["stages"]["compiled/openvino"]["bytes"] == area.size
+    assert "compiled/openvino" in cache_module.format_ls(store.ls(), tmp_path)
+    with pytest.raises(ValueError, match="area name"):
+        store.area("../outside")
+
+    # Handing it out is a use: an age limit removes it only once it has not been handed out for that long.
+    assert store.prune(older_than=parse_age("1h")).removed == []
+    old = time.time() - 2 * 86400
+    os.utime(store.area_dir("compiled/openvino") / "last-used", (old, old))
+    result = store.prune(older_than=parse_age("1d"))
+    assert [info.key for info in result.removed] == ["compiled/openvino"] and result.freed_bytes >= 5000
+    assert not blobs.exists() and record_dir(store, keys["stage"]).exists()
+
+    # By size, least recently used first, entries and areas alike.
+    blobs = store.area("compiled/openvino")
+    (blobs / "model.blob").write_bytes(b"b" * 5000)
+    os.utime(store.area_dir("compiled/openvino") / "last-used", (old, old))
+    result = store.prune(max_size=2000)
+    assert [info.key for info in result.removed] == ["compiled/openvino"] and [info.key for info in store.ls()] == [keys["stage"]]
+    assert store.area("compiled/openvino").is_dir()  # and it comes back, empty, when next handed out
+
+
+def test_cache_clear_frees_calibration_sets_compiled_blobs_and_old_layout_folders(tmp_path, monkeypatch):
+    """``rvc-compile cache clear`` leaves no file behind: calibration sets are entries, compiled blobs an
+    area, and what an older rvc-compile kept beside the store (calibration/, compiled/) goes too."""
+    from rvc_compile.precision.calibration import load_calibration
+    from rvc_compile.recipe.schema import Calibration
+    from rvc_compile.runtime import compile_cache_dir
+    from test_calibration import model_spec
+
+    root = tmp_path / "cache"
+    monkeypatch.setenv(ENV_VAR, str(root))
+    calibration = load_calibration(Calibration(source="generated", count=1, seconds=0.2, f0_source="synthetic"), model_spec(), cache_dir=root)
+    assert root in calibration.cache_path.parents
+    blobs = compile_cache_dir(tmp_path / "voice" / "1.0.0", {"target": {"compile_cache": "user"}, "backend": {"name": "openvino"}})
+    assert blobs is not None and root in blobs.parents
+    (blobs / "0123.blob").write_bytes(b"x" * 2000)
+    (root / "calibration").mkdir()
+    (root / "calibration" / f"{'c' * 64}.npz").write_bytes(b"old set")
+    (root / "compiled" / "openvino").mkdir(parents=True)
+    (root / "compiled" / "openvino" / "old.blob").write_bytes(b"old blob")
+
+    listing = json.loads(run_cli("cache", "ls", "--cache-dir", root, "--json").stdout)
+    assert sorted((item["kind"], item["stage"]) for item in listing) == [
+        ("area", "compiled/openvino"), ("legacy", "calibration (old layout)"), ("legacy", "compiled (old layout)"), ("stage", "calibration"),
+    ]
+    cleared = run_cli("cache", "clear", "--cache-dir", root)
+    assert cleared.returncode == 0 and "removed 4 entries" in cleared.stdout, cleared.stdout + cleared.stderr
+    assert [path for path in root.rglob("*") if path.is_file()] == []
+    assert not (root / "calibration").exists() and not (root / "compiled").exists()
+
+
+def test_the_runtime_compile_cache_is_a_store_area_and_the_runtime_stays_light(tmp_path):
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, warnings
+from pathlib import Path
+for blocked in ("torch", "onnx", "onnxslim", "onnxscript"):
+    sys.modules[blocked] = None  # any import of these now raises ImportError
+from rvc_compile.runtime import compile_cache_dir
+manifest = {{"target": {{"compile_cache": "user"}}, "backend": {{"name": "openvino"}}}}
+print(compile_cache_dir(Path("voice"), manifest))
+blocker = Path({str(tmp_path / "file")!r})
+blocker.write_text("not a folder")
+import os
+os.environ["RVC_COMPILE_CACHE"] = str(blocker / "cache")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    print(compile_cache_dir(Path("voice"), manifest), caught[0].message if caught else "no warning")
+assert not [name for name, module in sys.modules.items() if module is not None and name.split(".")[0] in ("torch", "onnx")]
+"""
+    env = {**os.environ, ENV_VAR: str(tmp_path / "cache")}
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert process.returncode == 0, process.stderr
+    area, fallback = process.stdout.strip().splitlines()
+    assert Path(area) == Store(tmp_path / "cache").area_dir("compiled/openvino") / "files" and Path(area).is_dir()
+    assert fallback.startswith("None ") and "no compile cache" in fallback and "cache" in fallback

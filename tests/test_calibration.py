@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import textwrap
 import wave
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_user_error, run_cli
+from rvc_compile.cache.store import Store
 from rvc_compile.precision.calibration import ALIGN_TOLERANCE_FRAMES, _feature_model, content_sha256, load_calibration
 from rvc_compile.errors import CalibrationError, RecipeError
 from rvc_compile.recipe.schema import Calibration, load_recipe, recipe_json_schema
@@ -297,13 +299,21 @@ def test_generated_refuses_a_clip_without_pitch(tmp_path):
 
 # -- cache ---------------------------------------------------------------------------------------
 
+def calibration_entries(cache: Path) -> list:
+    return [info for info in Store(cache).ls() if info.stage == "calibration"]
+
+
 def test_cache_hit_miss_and_corruption(tmp_path):
     spec, cache = model_spec(), tmp_path / "cache"
     folder = make_npz_folder(tmp_path, count=2)
     config = Calibration(source="npz", path=folder)
     built = load_calibration(config, spec, cache_dir=cache)
-    entries = list((cache / "calibration").glob("*.npz"))
-    assert not built.cache_hit and entries == [built.cache_path]
+    # The set is an entry of the build cache: one file, in the entry the store lists.
+    entries = calibration_entries(cache)
+    assert not built.cache_hit and len(entries) == 1
+    assert built.cache_path == Store(cache).entry_dir(entries[0].key) / "files" / "calibration.npz"
+    read = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.glob("*.npz")}
+    assert entries[0].meta["sha256"] == built.sha256 and entries[0].ingredients["inputs"] == read
     hit = load_calibration(config, spec, cache_dir=cache)
     assert hit.cache_hit and hit.sha256 == built.sha256 and hit.source == built.source and hit.names == built.names
     assert all(np.array_equal(a[k], b[k]) for a, b in zip(built.cases, hit.cases) for k in a)
@@ -330,13 +340,31 @@ def test_cache_hit_miss_and_corruption(tmp_path):
     np.savez(folder / "case1.npz", **changed)
     miss = load_calibration(config, spec, cache_dir=cache)
     assert not miss.cache_hit and miss.sha256 != built.sha256
-    assert len(list((cache / "calibration").glob("*.npz"))) == 2
-    assert not list((cache / "calibration").glob(".tmp-*"))
+    assert len(calibration_entries(cache)) == 2
+    assert not list((cache / "tmp").iterdir())
 
     generated = Calibration(source="generated", count=2, seconds=0.5)
     assert not load_calibration(generated, spec, cache_dir=cache).cache_hit
     assert load_calibration(generated, spec, cache_dir=cache).cache_hit
     assert not load_calibration(generated, model_spec("v1"), cache_dir=cache).cache_hit  # the width is in the key
+
+
+def test_an_entry_whose_files_verify_but_hold_no_usable_set_is_discarded_and_rebuilt(tmp_path):
+    """The store re-hashes the files; the set's own check (content hash, width, pitch) runs after it."""
+    spec, cache = model_spec(), tmp_path / "cache"
+    config = Calibration(source="npz", path=make_npz_folder(tmp_path, count=2))
+    built = load_calibration(config, spec, cache_dir=cache)
+    store = Store(cache)
+    key = calibration_entries(cache)[0].key
+    store._remove_dir(store.entry_dir(key))
+    bogus = tmp_path / "calibration.npz"
+    np.savez(bogus, meta=np.array("{}"))
+    store.put(key, {"calibration.npz": bogus}, stage="calibration").release()  # sealed, so the store's own check passes
+    notes: list[str] = []
+    rebuilt = load_calibration(config, spec, cache_dir=cache, log=notes.append)
+    assert not rebuilt.cache_hit and rebuilt.sha256 == built.sha256
+    assert len(notes) == 1 and key[:12] in notes[0] and "failed its check" in notes[0] and "not a whole calibration set" in notes[0]
+    assert load_calibration(config, spec, cache_dir=cache).cache_hit
 
 
 def test_bad_input_leaves_no_cache_entry(tmp_path):

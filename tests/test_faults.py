@@ -364,3 +364,47 @@ def test_infer_output_on_a_full_disk(tmp_path, tiny_artifact, hostile):
     with small_disk(disk, 8192):
         process = run_cli("infer", tiny_artifact, "--features", tmp_path / "features.npy", "--f0", tmp_path / "f0.npy", "-o", disk / "out.wav")
         assert_user_error(process, "out.wav", "No space left on device")
+
+
+def test_a_file_size_limit_inside_a_build_stage_gets_the_cache_advice(tmp_path, recipe, monkeypatch, hostile):
+    """EFBIG (a file past ``ulimit -f``) raised by a stage's producer while it writes into the cache is
+    reported like a full cache disk: one line naming the cache folder and ``rvc-compile cache prune``,
+    not an artifact error; the error carries the errno and the file as fields; nothing partial is left."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from rvc_compile.cli import cli
+    from rvc_compile.errors import CacheError
+
+    row = hostile.case("Faults during a build: disk full", "EFBIG raised by the first cache stage's producer (in process)",
+                       expect="exit 2, one line naming the cache folder and `rvc-compile cache prune`; no artifact; no partial cache entry")
+    raised: list[OSError] = []
+    produce = Store.get_or_create
+
+    def too_large(self, key, producer, **options):
+        def failing(folder: Path):
+            (folder / "model.onnx").write_bytes(b"partial")
+            raised.append(OSError(errno.EFBIG, "File too large", str(folder / "model.onnx")))
+            raise raised[-1]
+        return produce(self, key, failing if not raised else producer, **options)
+
+    monkeypatch.setattr(Store, "get_or_create", too_large)
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build", str(recipe), "--out", str(out), "--cache-dir", str(cache)])
+    assert result.exit_code == 2 and raised, (result.exit_code, result.output[-2000:], result.exception)
+    line = result.stderr.strip().splitlines()[-1]
+    row.note(f"'{line[7:][-100:]}'")
+    assert line.startswith(f"error: cache {cache}: cannot write the output of stage ") and "File too large" in line, line
+    assert "rvc-compile cache prune" in line and "Traceback" not in result.stderr
+    assert not (out / NAME / VERSION).exists()
+    assert _files(cache / "tmp", "*") == [] and _files(cache / "stages", "*/*") == []
+
+    from rvc_compile.build.pipeline import build
+    from rvc_compile.recipe.schema import load_recipe
+
+    raised.clear()
+    with pytest.raises(CacheError) as caught:
+        build(load_recipe(recipe), out_dir=out, cache_dir=cache, log=lambda message: None)
+    assert caught.value.errno == errno.EFBIG and caught.value.root == cache and caught.value.no_space
+    assert caught.value.path == Path(raised[0].filename)

@@ -1,21 +1,28 @@
 """The content-addressed build cache: stage keys, a verified on-disk store, per-key file locks, maintenance.
 
-Standard library only. The build pipeline asks the store for each stage's output by a key that hashes
-everything the output depends on (``stage_key``); a hit is reused, a miss runs the stage's producer
-once, even when several builds share the cache (``Store.get_or_create``).
+Standard library only. Everything rvc-compile caches goes through it, so ``rvc-compile cache`` sees,
+sizes and removes all of it: the build pipeline asks the store for each stage's output, and
+``precision.calibration`` for each calibration set, by a key that hashes everything the output depends
+on (``stage_key``); a hit is reused, a miss runs the producer once, even when several builds share the
+cache (``Store.get_or_create``). A tool that keeps its own files (OpenVINO's compiled blobs, for
+``runtime``) gets a managed folder instead (``Store.area``).
 
 Layout (see docs/CACHE.md)::
 
     <root>/stages/<key[:2]>/<key>/entry.json   stage, key ingredients, notes, sha256+size of every file
     <root>/stages/<key[:2]>/<key>/files/...    the stage's output files, exactly as its producer wrote them
     <root>/stages/<key[:2]>/<key>/last-used    empty; its mtime is the last hit (LRU pruning)
-    <root>/locks/<key[:2]>/<key>.lock          per-key advisory lock
+    <root>/locks/<key[:2]>/<key>.lock          per-key advisory lock (areas: locks/areas/<name>.lock)
     <root>/tmp/                                staging folders (same filesystem, renamed into place)
-    <root>/tmp/build-<token>/                      one running build's scratch files (``Store.scratch``)
+    <root>/tmp/build-<token>/                  one running build's scratch files (``Store.scratch``)
+    <root>/areas/<name>/files/...              a managed folder a tool fills itself (``Store.area``: OpenVINO's
+                                               CACHE_DIR); ``/`` in the name is ``+`` in the folder's name
+    <root>/areas/<name>/area.json, last-used   its name and creation time; the mtime of last-used is its last use
 
 Entries are immutable once renamed into place. Every read re-hashes the files: an entry that does not
 match its ``entry.json`` (bit rot, a truncated copy, an edit) is removed and reported as a miss, never
-returned.
+returned. A caller may add its own check of an entry's content (``check=``), failing which the entry
+is discarded the same way.
 
 Locking: a process using an entry holds a shared lock on its key for as long as it keeps the ``Entry``
 (release it with ``entry.release()`` or a ``with`` block); creating or removing an entry takes the
@@ -47,7 +54,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .. import __version__
 from ..artifact.manifest import canonical_json, sha256_file
-from ..errors import CacheError
+from ..errors import NO_SPACE_ERRNOS, CacheError, RvcCompileError, storage_error_in, storage_error_path
 
 try:  # POSIX
     import fcntl
@@ -62,17 +69,20 @@ ENV_VAR = "RVC_COMPILE_CACHE"
 APP_NAME = "rvc-compile"
 KEY_FORMAT = 1  # bump when the meaning of a key ingredient changes: every old entry becomes a miss
 ENTRY_FORMAT = 1
+AREA_FORMAT = 1
 ENTRY_FILE = "entry.json"
+AREA_FILE = "area.json"
 FILES_DIR = "files"
 LAST_USED_FILE = "last-used"
-STAGES_DIR, LOCKS_DIR, TMP_DIR = "stages", "locks", "tmp"
+STAGES_DIR, LOCKS_DIR, TMP_DIR, AREAS_DIR = "stages", "locks", "tmp", "areas"
+# Folders that rvc-compile before the one store wrote beside it (calibration sets, OpenVINO's blobs):
+# nothing reads them any more; ls/du show them and prune/clear remove them like entries.
+LEGACY_DIRS = ("calibration", "compiled")
 SHARED_LOCKS = fcntl is not None
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 _STAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
+_AREA = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,3}$")
 _ATTEMPTS = 5  # retries when a prune removes an entry in the instant a lock changes mode
-# Errors that mean the cache's disk or folder is unusable, even when raised inside a stage's producer
-# while it writes into its staging folder.
-_STORAGE_ERRNOS = {getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EROFS") if hasattr(errno, name)}
 
 
 # -- where the cache lives ------------------------------------------------------------------------
@@ -372,7 +382,11 @@ class Entry:
 
 @dataclasses.dataclass
 class EntryInfo:
-    """One entry as ``ls`` sees it: read from entry.json and the folder's sizes, without re-hashing."""
+    """One entry as ``ls`` sees it: read from entry.json and the folder's sizes, without re-hashing.
+
+    ``kind`` is ``stage`` (a stage's output, ``key`` its 64-hex key), ``area`` (a managed folder,
+    ``key`` and ``stage`` its name) or ``legacy`` (a folder an older rvc-compile kept beside the store,
+    ``key`` its name)."""
 
     key: str
     stage: str
@@ -382,6 +396,7 @@ class EntryInfo:
     ingredients: dict[str, Any] | None = None
     meta: dict[str, Any] | None = None
     damaged: str | None = None  # why entry.json is unusable (such an entry is never returned by get)
+    kind: str = "stage"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -437,6 +452,13 @@ def _fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
 def _tree_bytes(path: Path) -> int:
     total = 0
     for dirpath, _dirnames, filenames in os.walk(path):
@@ -475,9 +497,29 @@ class Store:
         return self.root / LOCKS_DIR / key[:2] / f"{key}.lock"
 
     def _error(self, action: str, exc: OSError) -> CacheError:
+        """One line naming the cache folder, the file and the cure; the errno and path as fields."""
         reason = exc.strerror or str(exc)
-        where = exc.filename or self.root
-        return CacheError(f"cache {self.root}: cannot {action} ({reason}: {where}); free space, fix permissions or choose another --cache-dir / ${ENV_VAR}")
+        where = storage_error_path(exc) or str(self.root)
+        elsewhere = f"choose another --cache-dir / ${ENV_VAR}"
+        if exc.errno in NO_SPACE_ERRNOS:
+            # A full disk, a quota or a file size limit: the cache itself is what can be made smaller.
+            limit = "raise the file size limit (ulimit -f), " if exc.errno == errno.EFBIG else ""
+            advice = f"free space with `rvc-compile cache prune --max-size SIZE` (or `cache clear`), {limit}or {elsewhere}"
+        else:
+            advice = f"fix permissions or {elsewhere}"
+        return CacheError(f"cache {self.root}: cannot {action} ({reason}: {where}); {advice}", root=self.root, path=where, errno=exc.errno)
+
+    def _holds(self, path: str | None) -> bool:
+        """Whether ``path`` (a file an error names; None: unnamed, so the producer's staging folder) is in the cache."""
+        if path is None:
+            return True
+        candidate, root = Path(os.path.abspath(path)), Path(os.path.abspath(self.root))
+        if candidate == root or root in candidate.parents:
+            return True
+        with contextlib.suppress(OSError, RuntimeError):
+            resolved, real_root = Path(path).resolve(), self.root.resolve()
+            return resolved == real_root or real_root in resolved.parents
+        return False
 
     def _key_lock(self, key: str) -> _KeyLock:
         path = self._lock_path(key)
@@ -494,8 +536,11 @@ class Store:
             raise self._error("lock an entry", exc) from None
 
     # reading
-    def _load(self, key: str) -> tuple[Entry | None, str | None]:
-        """``(entry, None)`` intact, ``(None, None)`` absent, ``(None, reason)`` corrupt or partial."""
+    def _load(self, key: str, check: Callable[["Entry"], str | None] | None = None) -> tuple[Entry | None, str | None]:
+        """``(entry, None)`` intact, ``(None, None)`` absent, ``(None, reason)`` corrupt or partial.
+
+        ``check(entry)``, the caller's own check of an entry whose files verified, returns why it is
+        unusable (making it corrupt) or None."""
         record_dir = self.entry_dir(key)
         if not os.path.lexists(record_dir):
             return None, None
@@ -536,6 +581,10 @@ class Store:
             key=key, stage=record["stage"], record_dir=record_dir, files=record["files"], meta=record.get("meta") or {},
             ingredients=record.get("ingredients"), created=float(record["created"]), last_used=last_used,
         )
+        if check is not None:
+            problem = check(entry)
+            if problem:
+                return None, problem
         return entry, None
 
     def _hand_out(self, entry: Entry, lock: _KeyLock) -> Entry:
@@ -557,15 +606,15 @@ class Store:
     def _present(self, entry: Entry) -> bool:
         return (entry.record_dir / ENTRY_FILE).is_file()
 
-    def _lookup(self, key: str, lock: _KeyLock) -> Entry | None:
+    def _lookup(self, key: str, lock: _KeyLock, check: Callable[[Entry], str | None] | None = None) -> Entry | None:
         """The intact entry with ``lock`` held shared, or None (lock held in some mode); discards corruption."""
         for _attempt in range(_ATTEMPTS):
             self._acquire(lock, exclusive=False)
-            entry, problem = self._load(key)
+            entry, problem = self._load(key, check)
             if problem is None:
                 return entry
             self._acquire(lock, exclusive=True)  # no reader is using it while we decide
-            entry, problem = self._load(key)
+            entry, problem = self._load(key, check)
             if problem is not None:
                 self._discard(key, problem)
                 return None
@@ -576,14 +625,15 @@ class Store:
                 return entry
         return None
 
-    def get(self, key: str) -> Entry | None:
-        """The verified entry for ``key``, or None. A corrupt or partial entry is removed and is a miss."""
+    def get(self, key: str, *, check: Callable[[Entry], str | None] | None = None) -> Entry | None:
+        """The verified entry for ``key``, or None. A corrupt or partial entry (or one ``check`` refuses,
+        see ``get_or_create``) is removed and is a miss."""
         _check_key(key)
         if not os.path.lexists(self.entry_dir(key)):
             return None
         lock = self._key_lock(key)
         try:
-            entry = self._lookup(key, lock)
+            entry = self._lookup(key, lock, check)
         except BaseException:
             lock.release()
             raise
@@ -604,15 +654,23 @@ class Store:
             lock.release()
 
     # writing
-    def get_or_create(self, key: str, producer: Callable[[Path], Mapping[str, Any] | None], *, stage: str | None = None, meta: Mapping[str, Any] | None = None) -> tuple[Entry, bool]:
+    def get_or_create(
+        self, key: str, producer: Callable[[Path], Mapping[str, Any] | None], *, stage: str | None = None, meta: Mapping[str, Any] | None = None,
+        check: Callable[[Entry], str | None] | None = None,
+    ) -> tuple[Entry, bool]:
         """The entry for ``key`` and whether it was a hit; on a miss ``producer(folder)`` writes the outputs.
 
         ``producer`` gets an empty folder in the cache's staging area and writes the stage's output files
         there; it may return a JSON-able dict of notes, stored as the entry's ``meta`` (merged over
         ``meta``). It runs under the key's exclusive lock, so concurrent builds (threads or processes)
         asking for the same key compute it once: the others wait and then hit. If the producer raises,
-        nothing is stored and the exception propagates unchanged (a full disk or read-only cache
-        becomes ``CacheError``). ``stage`` defaults to ``key.stage`` for a ``StageKey``.
+        nothing is stored and the exception propagates unchanged, except a storage error in the cache
+        (a full disk, a file size limit, a read-only folder: ``errors.STORAGE_ERRNOS``, raised or wrapped
+        by the producer), which becomes ``CacheError``. ``stage`` defaults to ``key.stage`` for a ``StageKey``.
+
+        ``check(entry)`` is the caller's own check of an existing entry, after its files verified (it
+        may read them, and keep what it read): a reason string makes the entry corrupt (discarded,
+        logged, rebuilt), None accepts it. It is not called on the entry ``producer`` just made.
         """
         _check_key(key)
         stage = self._stage_of(key, stage)
@@ -620,11 +678,11 @@ class Store:
         lock = self._key_lock(key)
         try:
             for _attempt in range(_ATTEMPTS):
-                entry = self._lookup(key, lock)
+                entry = self._lookup(key, lock, check)
                 if entry is not None:
                     return self._hand_out(entry, lock), True
                 self._acquire(lock, exclusive=True)
-                entry, problem = self._load(key)  # another build may have made it while we waited
+                entry, problem = self._load(key, check)  # another build may have made it while we waited
                 if problem is not None:
                     self._discard(key, problem)
                     entry = None
@@ -714,9 +772,12 @@ class Store:
                 raise self._error("create a staging folder", exc) from None
             try:
                 notes = producer(outputs)
-            except OSError as exc:
-                if exc.errno in _STORAGE_ERRNOS:
-                    raise self._error(f"write the output of stage {stage}", exc) from None
+            except RvcCompileError:
+                raise  # already says what went wrong, in the user's terms
+            except Exception as exc:
+                storage = storage_error_in(exc)
+                if storage is not None and self._holds(storage_error_path(storage)):
+                    raise self._error(f"write the output of stage {stage}", storage) from None
                 raise
             merged = {**_plain(dict(meta or {}), "meta"), **_plain(dict(notes or {}), "producer notes")}
             try:
@@ -783,7 +844,7 @@ class Store:
     # removing
     def _remove_dir(self, record_dir: Path) -> None:
         """Rename out of the way (atomic for readers) then delete."""
-        trash = self.root / TMP_DIR / f"trash-{record_dir.name}-{secrets.token_hex(4)}"
+        trash = self.root / TMP_DIR / f"trash-{record_dir.name.replace('+', '-')}-{secrets.token_hex(4)}"
         (self.root / TMP_DIR).mkdir(parents=True, exist_ok=True)
         os.rename(record_dir, trash)
         shutil.rmtree(trash, ignore_errors=True)
@@ -803,9 +864,104 @@ class Store:
         for path in (self.root / TMP_DIR).glob(f"{key}-*"):
             shutil.rmtree(path, ignore_errors=True)
 
+    # areas: folders a tool fills itself
+    def area_dir(self, name: str) -> Path:
+        """``<root>/areas/<name, / as +>``: the area's record folder (its files are in ``files/``)."""
+        if not isinstance(name, str) or not _AREA.match(name):
+            raise ValueError(f"area name {name!r}: use letters, digits and . _ - in up to 4 parts joined by /")
+        return self.root / AREAS_DIR / name.replace("/", "+")
+
+    def _area_lock(self, name: str) -> _KeyLock:
+        folder = self.root / LOCKS_DIR / AREAS_DIR
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._error("create the lock folder", exc) from None
+        return _KeyLock(folder / f"{self.area_dir(name).name}.lock")
+
+    def area(self, name: str) -> Path:
+        """A folder of the cache for a tool that writes its own files there (OpenVINO's CACHE_DIR:
+        ``area("compiled/openvino")``), created if needed; the call counts as a use (LRU pruning).
+
+        The store does not know the tool's files: it neither verifies nor locks them while the tool
+        runs. ``ls``/``du`` count the area as one item, and ``prune``/``clear`` remove it whole like an
+        entry (unless an ``area`` call is handing it out at that instant): removing an area only costs
+        the tool its cache, so a tool must treat a missing or emptied folder as a cold cache, as
+        OpenVINO does.
+        """
+        record = self.area_dir(name)
+        self._ensure()
+        lock = self._area_lock(name)
+        # Held while handing out: a prune (exclusive, never waiting) skips the area rather than remove it half-made.
+        self._acquire(lock, exclusive=False)
+        try:
+            (record / FILES_DIR).mkdir(parents=True, exist_ok=True)
+            if not (record / AREA_FILE).is_file():
+                staged = record / f".{AREA_FILE}-{secrets.token_hex(4)}"
+                staged.write_text(json.dumps({"format": AREA_FORMAT, "name": name, "created": time.time()}, sort_keys=True) + "\n")
+                os.replace(staged, record / AREA_FILE)
+            marker = record / LAST_USED_FILE
+            marker.touch()
+            now = time.time()
+            os.utime(marker, (now, now))
+        except OSError as exc:
+            raise self._error(f"create the folder {name}", exc) from None
+        finally:
+            lock.release()
+        return record / FILES_DIR
+
+    def _area_infos(self) -> list[EntryInfo]:
+        infos = []
+        areas = self.root / AREAS_DIR
+        for record in sorted(areas.iterdir()) if areas.is_dir() else []:
+            name = record.name.replace("+", "/")
+            if not _AREA.match(name) or not record.is_dir():
+                continue
+            try:
+                created = float(json.loads((record / AREA_FILE).read_text())["created"])
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+                created = _mtime(record)
+            last_used = _mtime(record / LAST_USED_FILE) or created
+            infos.append(EntryInfo(key=name, stage=name, size=_tree_bytes(record), created=created, last_used=last_used, kind="area"))
+        for name in LEGACY_DIRS:
+            folder = self.root / name
+            if folder.is_dir() and not folder.is_symlink():
+                newest = max([_mtime(folder) or 0.0] + [_mtime(path) or 0.0 for path in folder.rglob("*")])
+                infos.append(EntryInfo(
+                    key=name, stage=f"{name} (old layout)", size=_tree_bytes(folder), created=_mtime(folder), last_used=newest or None, kind="legacy",
+                ))
+        return infos
+
+    def _remove_area(self, info: EntryInfo) -> bool:
+        """Remove an area (or a legacy folder) unless an ``area`` call is handing it out; False then."""
+        if info.kind == "legacy":
+            try:
+                self._remove_dir(self.root / info.key)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise self._error(f"remove the old folder {info.key}", exc) from None
+            return True
+        lock = self._area_lock(info.key)
+        if not self._acquire(lock, exclusive=True, blocking=False):
+            return False
+        try:
+            try:
+                self._remove_dir(self.area_dir(info.key))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise self._error(f"remove the folder {info.key}", exc) from None
+            with contextlib.suppress(OSError):
+                lock.path.unlink()  # safe while held, as for entries
+            return True
+        finally:
+            lock.release()
+
     # maintenance
     def ls(self) -> list[EntryInfo]:
-        """Every entry, least recently used first. Reads entry.json only: no hashing."""
+        """Every entry and area (and folder of an older layout), least recently used first. Reads
+        entry.json only: no hashing."""
         infos = []
         stages_dir = self.root / STAGES_DIR
         for record_dir in sorted(stages_dir.glob("*/*")) if stages_dir.is_dir() else []:
@@ -833,6 +989,7 @@ class Store:
                 key=key, stage=record["stage"], size=size, created=float(record["created"]), last_used=last_used,
                 ingredients=record.get("ingredients"), meta=record.get("meta"),
             ))
+        infos += self._area_infos()
         infos.sort(key=lambda info: (info.last_used or 0.0, info.key))
         return infos
 
@@ -857,6 +1014,8 @@ class Store:
 
     def _try_remove(self, info: EntryInfo) -> bool:
         """Remove one entry unless some process holds its lock; False when it is in use."""
+        if info.kind != "stage":
+            return self._remove_area(info)
         lock = self._key_lock(info.key)
         if not self._acquire(lock, exclusive=True, blocking=False):
             return False
@@ -959,7 +1118,8 @@ class Store:
 
     def prune(self, *, max_size: int | None = None, older_than: float | None = None, now: float | None = None) -> PruneResult:
         """Remove damaged entries, entries unused for ``older_than`` seconds, then least recently used
-        entries until the total is at most ``max_size`` bytes. Entries in use by any build are kept."""
+        entries until the total is at most ``max_size`` bytes. Entries in use by any build are kept.
+        Areas (``area``) and folders of an older layout count as entries, by their last use and size."""
         now = time.time() if now is None else now
         infos = self.ls()
         removed: list[EntryInfo] = []
@@ -992,7 +1152,8 @@ class Store:
         )
 
     def clear(self) -> PruneResult:
-        """Remove every entry not in use, and every leftover of killed builds."""
+        """Remove every entry and area not in use, every folder of an older layout and every leftover of
+        killed builds."""
         return self.prune(max_size=0)
 
 
@@ -1045,9 +1206,15 @@ def format_ls(infos: list[EntryInfo], root: Path, now: float | None = None) -> s
     rows = [("KEY", "STAGE", "SIZE", "AGE", "LAST USED")]
     for info in sorted(infos, key=lambda i: -(i.last_used or 0.0)):
         stage = info.stage if not info.damaged else f"? (damaged: {info.damaged})"
+        if info.kind == "area":
+            key, stage = "(folder)", f"{info.stage} (a tool's own files)"
+        elif info.kind == "legacy":
+            key = "(folder)"
+        else:
+            key = info.key[:12]
         age = format_age(now - info.created) if info.created else "?"
         used = format_age(now - info.last_used) + " ago" if info.last_used else "?"
-        rows.append((info.key[:12], stage, format_size(info.size), age, used))
+        rows.append((key, stage, format_size(info.size), age, used))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths)) + "  " + row[4] for row in rows]
     lines.append(f"{len(infos)} entries, {format_size(sum(i.size for i in infos))} in {root}")

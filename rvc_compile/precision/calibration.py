@@ -18,10 +18,12 @@ the cases come from:
 
 Every source gives at most ``count`` cases of at most ``seconds`` each, chosen deterministically.
 Problems are one-line ``CalibrationError``s naming the file, folder or recipe key (exit 2). With a
-cache folder, the finished set is stored once as ``<cache>/calibration/<key>.npz``, where the key
-hashes everything the set depends on: the source kind and its parameters, the content of every file
-read, the rvc-compile and library versions and the model's feature width. A later load with nothing
-changed reads it back and re-hashes it; an entry that fails the check is deleted and rebuilt.
+cache folder, the finished set is an entry of the build cache (``cache.store.Store``, stage
+``calibration``: one ``calibration.npz``), whose key hashes everything the set depends on: the source
+kind and its parameters, the content of every file read, the rvc-compile and library versions and the
+model's feature width. A later load with nothing changed reads it back after the store re-hashed it
+and the set's own content hash matched; an entry that fails either check is discarded and rebuilt.
+``rvc-compile cache ls/du/prune/clear`` see and remove these entries like every other.
 """
 
 from __future__ import annotations
@@ -29,9 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import secrets
-import time
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -42,11 +41,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .. import __version__
-from ..artifact.manifest import canonical_json, sha256_file
+from ..artifact.manifest import sha256_file
 from ..errors import CalibrationError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..cache.store import StageKey
     from ..recipe.schema import Calibration
     from ..components.synthesizer.spec import ModelSpec
 
@@ -59,8 +58,9 @@ ALIGN_TOLERANCE_FRAMES = 5
 F0_FLOOR_HZ, F0_CEIL_HZ = 50.0, 1100.0  # the range RVC's pitch extraction searches
 PITCH_RATE = 16000  # RVC tracks pitch on 16 kHz audio (hop 160: 100 frames/s); so do we
 MIN_VOICED_FRACTION = 0.2  # below this a speech clip gives too little pitch to calibrate with
-CACHE_FORMAT = 1
-STALE_TMP_S = 24 * 3600
+CACHE_FORMAT = 1  # the layout of calibration.npz; part of the key
+CACHE_STAGE = "calibration"
+CACHE_FILE = "calibration.npz"
 
 PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
 # The bundled speech clips (sources and licences in calibration/data/README.md). LJ001-0006.wav in
@@ -700,32 +700,25 @@ def _library_versions(names: tuple[str, ...]) -> dict[str, str]:
     return versions
 
 
-def _cache_key(plan: _Plan, spec: "ModelSpec") -> str:
-    inputs = []
+def _cache_key(plan: _Plan, spec: "ModelSpec") -> "StageKey":
+    """The set's key in the build cache: every file read (by content), the source's parameters, the
+    feature width and pitch flag, and the versions of what computes it."""
+    from ..cache.store import stage_key
+
+    inputs = {}
     for label, path in plan.inputs:
         try:
-            inputs.append([label, sha256_file(path)])
+            inputs[label] = sha256_file(path)
         except OSError as exc:
             raise CalibrationError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    payload = {
-        "format": CACHE_FORMAT,
-        "kind": plan.kind,
-        "params": plan.params,
-        "inputs": inputs,
-        "rvc_compile": __version__,
-        "libraries": _library_versions(plan.libraries),
-        "feature_dim": spec.feature_dim,
-        "f0": spec.f0,
-    }
-    return hashlib.sha256(canonical_json(payload)).hexdigest()
+    params = {"format": CACHE_FORMAT, "kind": plan.kind, "source": plan.params, "feature_dim": spec.feature_dim, "f0": spec.f0}
+    return stage_key(CACHE_STAGE, inputs=inputs, params=params, libraries=_library_versions(plan.libraries))
 
 
-def _read_entry(entry: Path, spec: "ModelSpec") -> CalibrationSet | None:
-    """The cached set if the entry is intact; None (and the entry deleted) if it is missing or fails any check."""
-    if not entry.is_file():
-        return None
+def _read_entry(path: Path, spec: "ModelSpec") -> CalibrationSet | None:
+    """The set stored in ``path`` (a cache entry's calibration.npz) if it is whole and fits ``spec``; None otherwise."""
     try:
-        with np.load(entry, allow_pickle=False) as data:
+        with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"][()]))
             cases = [{name: np.ascontiguousarray(data[f"case{i:05d}.{name}"]) for name in meta["arrays"]} for i in range(meta["count"])]
         intact = (
@@ -738,23 +731,14 @@ def _read_entry(entry: Path, spec: "ModelSpec") -> CalibrationSet | None:
             and content_sha256(cases) == meta["sha256"]
         )
     except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile, json.JSONDecodeError):
-        intact = False
-    if not intact:
-        entry.unlink(missing_ok=True)
         return None
-    return CalibrationSet(cases, meta["sha256"], meta["source"], spec.feature_dim, spec.f0, list(meta["names"]), cache_hit=True, cache_path=entry)
+    if not intact:
+        return None
+    return CalibrationSet(cases, meta["sha256"], meta["source"], spec.feature_dim, spec.f0, list(meta["names"]), cache_hit=True, cache_path=path)
 
 
-def _write_entry(entry: Path, calibration: CalibrationSet) -> None:
-    """Write the whole set as one .npz: a temporary file, synced, then renamed over the final name."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    for stale in entry.parent.glob(".tmp-*"):
-        try:
-            if now - stale.stat().st_mtime > STALE_TMP_S:
-                stale.unlink()
-        except OSError:
-            pass  # another process's file, or already gone: not ours to fail on
+def _write_entry(path: Path, calibration: CalibrationSet) -> None:
+    """The whole set as one .npz (into the store's staging folder, which syncs and renames it into place)."""
     meta = {
         "format": CACHE_FORMAT,
         "sha256": calibration.sha256,
@@ -768,17 +752,8 @@ def _write_entry(entry: Path, calibration: CalibrationSet) -> None:
     arrays = {"meta": np.array(json.dumps(meta))}
     for index, case in enumerate(calibration.cases):
         arrays.update({f"case{index:05d}.{name}": array for name, array in case.items()})
-    tmp = entry.with_name(f".tmp-{entry.stem}-{os.getpid()}-{secrets.token_hex(4)}.npz")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, entry)
-    except OSError as exc:
-        raise CalibrationError(f"{entry.parent}: cannot write the calibration cache ({exc.strerror or exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
 
 
 # -- the entry point -----------------------------------------------------------------------------
@@ -807,28 +782,52 @@ def load_calibration(
     Raises ``CalibrationError`` (one line, naming the file, folder or key) for a missing or empty
     source, a feature width or rate that does not match the model, misaligned, non-finite or negative
     values and pickled or unreadable files; ``source: none`` is refused too, since quantizing needs
-    calibration data. With ``cache_dir``, the set is read from (or written to) the content-addressed
-    cache; ``CalibrationSet.cache_hit`` says which.
+    calibration data. With ``cache_dir`` (the build cache's folder: the build passes its own), the set
+    is an entry of that cache (stage ``calibration``), read back after verification or built and
+    stored; ``CalibrationSet.cache_hit`` says which and ``cache_path`` is its file in the entry. An
+    entry that fails verification is discarded (``log`` gets one line) and rebuilt. A cache that
+    cannot be written (full disk, read-only folder) is ``CacheError``.
     """
     require_calibration(config)
     if config.source not in _PLANNERS:
         raise CalibrationError(f"calibration.source {config.source!r} is not one of {', '.join(_PLANNERS)}")
     plan = _PLANNERS[config.source](config, spec)
-    entry = None
-    if cache_dir is not None:
-        entry = Path(cache_dir) / "calibration" / f"{_cache_key(plan, spec)}.npz"
-        existed = entry.is_file()
-        cached = _read_entry(entry, spec)
-        if cached is not None:
-            return cached
-        if existed and log is not None:
-            log(f"calibration cache entry {entry} failed its check; deleted, rebuilding")
+    if cache_dir is None:
+        return _build(plan, spec)
+    from ..cache.store import Store
+
+    store = Store(Path(cache_dir))
+    key = _cache_key(plan, spec)
+    made: list[CalibrationSet] = []  # by the producer (a miss)
+    read: list[CalibrationSet] = []  # by the check (a hit)
+
+    def produce(folder: Path) -> dict[str, Any]:
+        calibration = _build(plan, spec)
+        _write_entry(folder / CACHE_FILE, calibration)
+        made.append(calibration)
+        return {"source": calibration.source, "sha256": calibration.sha256, "count": len(calibration.cases)}
+
+    def check(entry: Any) -> str | None:
+        calibration = _read_entry(entry.file(CACHE_FILE), spec) if CACHE_FILE in entry.files else None
+        if calibration is None:
+            return f"{CACHE_FILE} is not a whole calibration set for this model"
+        read.append(calibration)
+        return None
+
+    entry, hit = store.get_or_create(key, produce, check=check)
+    with entry:  # every array is in memory: the entry's lock is not needed past this point
+        calibration = read[-1] if hit else made[-1]
+        calibration.cache_hit, calibration.cache_path = hit, entry.file(CACHE_FILE)
+    if log is not None:
+        for discarded, reason in store.discarded:
+            log(f"calibration cache entry {discarded[:12]} ({store.entry_dir(discarded)}) failed its check ({reason}); deleted, rebuilding")
+    return calibration
+
+
+def _build(plan: _Plan, spec: "ModelSpec") -> CalibrationSet:
     cases, names = plan.build()
     if not cases:  # pragma: no cover - every planner refuses an empty source first
         raise CalibrationError(f"{plan.description}: the calibration set is empty")
     calibration = CalibrationSet(cases, content_sha256(cases), plan.description, spec.feature_dim, spec.f0, names)
     calibration.check_matches(spec)
-    if entry is not None:
-        _write_entry(entry, calibration)
-        calibration.cache_path = entry
     return calibration

@@ -130,14 +130,23 @@ class CompiledVoice:
 
 def compile_cache_dir(path: Path, manifest: dict[str, Any], override: str | Path | None = None) -> Path | None:
     """Where the backend keeps compiled blobs for this artifact: ``override`` ("none" disables), else the
-    artifact's recorded policy (target.compile_cache): the user's build cache, beside the artifact, none."""
+    artifact's recorded policy (target.compile_cache): the user's build cache, beside the artifact, none.
+
+    "user" is the build cache's area ``compiled/<backend>`` (``Store.area``), which ``rvc-compile cache``
+    lists, sizes and prunes like its entries. A cache that cannot be written only costs the cache: the
+    artifact loads without one, with a warning."""
     if override is not None:
         return None if str(override) == "none" else Path(override)
     policy = manifest.get("target", {}).get("compile_cache", "none")
     if policy == "user":
-        from ..cache.store import resolve_cache_dir
+        from ..cache.store import Store  # standard library only: the runtime stays light
+        from ..errors import CacheError
 
-        return resolve_cache_dir(None) / "compiled" / manifest["backend"]["name"]
+        try:
+            return Store.open(None).area(f"compiled/{manifest['backend']['name']}")
+        except CacheError as exc:
+            warnings.warn(f"{path}: no compile cache ({exc})", RuntimeWarning, stacklevel=3)
+            return None
     if policy == "beside":
         return path.parent / f"{path.name}.compile-cache"
     return None
