@@ -261,11 +261,12 @@ def test_floor_peaks_are_positive_for_every_precision(peaks):
 @pytest.mark.slow
 def test_graph_flop_count_matches_the_torch_count(checkpoint, artifact):
     from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
-    from rvc_compile.measure.floor import graph_flops, model_flops, precision_class
+    from rvc_compile.measure.floor import precision_class
+    from rvc_compile.measure.flops import graph_flops, synthesizer_flops
 
     spec = load_checkpoint(checkpoint).spec
     frames = 100
-    counted = model_flops(spec, frames)
+    counted = synthesizer_flops(spec, frames)
     assert counted["total"] > 0 and counted["dec"] > counted["enc_p"]
     shapes = {"features": [1, frames, 768], "f0": [1, frames], "prior_noise": [1, spec.inter_channels, frames],
               "source_noise": [1, frames * spec.hop_length], "speaker": [1]}

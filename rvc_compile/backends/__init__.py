@@ -1,20 +1,4 @@
-"""Backends: one module each, with one small interface.
-
-- ``check_target(target)``, ``check_policy(target, precision_policy)``: refuse what the backend cannot
-  do (RecipeError), before any work;
-- ``build(onnx_path, target, out_dir, plan, workdir=...) -> dict``: apply the ``precision.PrecisionPlan``
-  (fp16 islands, int8 quantization with calibration feeds), write the backend's files into the artifact
-  folder and return the manifest's ``backend`` section (file names, session/compile options);
-- ``load(artifact_dir, backend_section, threads=None, cache_dir=None) -> runner``: ``runner.run(feed) ->
-  audio`` for the graph's inputs (``cache_dir``: where the backend may keep compiled blobs);
-- ``adapt_to_cpu(backend_section, isa) -> (section, notes)``: the section to load on a CPU of that ISA
-  class (``machine.IsaClass``), and what it changed and why;
-- ``ISA_EMULATION``: whether its kernels obey ``ONEDNN_MAX_CPU_ISA`` (builds then check a lower target
-  class under that cap).
-
-Module top levels import numpy and the standard library only; each backend's library is imported in
-the function that needs it, so ``import rvc_compile.runtime`` stays light.
-"""
+"""The backend registry: name -> module. What a backend module provides is ``backends.base``'s protocol."""
 
 from __future__ import annotations
 
@@ -22,6 +6,7 @@ import importlib
 from types import ModuleType
 
 from ..errors import ArtifactError, RecipeError
+from .base import has_hook, problems
 
 BACKENDS = {
     "onnxruntime": "rvc_compile.backends.onnxruntime",
@@ -29,11 +14,29 @@ BACKENDS = {
 }
 PLANNED = {"tensorrt", "aoti"}
 
+__all__ = ["BACKENDS", "PLANNED", "backend_modules", "get_backend", "has_hook"]
+
 
 def get_backend(name: str, *, for_build: bool = True) -> ModuleType:
+    """The backend module registered as ``name``, checked against the protocol.
+
+    An unknown name is the user's error (RecipeError for a build, ArtifactError for an artifact); a
+    registered module that lacks part of the protocol is ours (TypeError, naming what is missing).
+    """
     if name not in BACKENDS:
         if for_build:
             hint = " (planned, not implemented yet)" if name in PLANNED else ""
             raise RecipeError(f"target.backend: backend {name!r} is not available{hint}; available: {', '.join(BACKENDS)}")
         raise ArtifactError(f"artifact uses backend {name!r}, which this rvc-compile cannot load")
-    return importlib.import_module(BACKENDS[name])
+    module = importlib.import_module(BACKENDS[name])
+    missing = problems(module)
+    if missing:
+        raise TypeError(f"backend module {module.__name__} does not implement the backend protocol (backends/base.py): {'; '.join(missing)}")
+    if module.NAME != name:
+        raise TypeError(f"backend module {module.__name__} is registered as {name!r} but its NAME is {module.NAME!r}")
+    return module
+
+
+def backend_modules() -> list[ModuleType]:
+    """Every registered backend, in registry order (imports each module, not its library)."""
+    return [get_backend(name) for name in BACKENDS]

@@ -1,14 +1,22 @@
-"""ONNX Runtime backend (CPU). The artifact holds the ONNX graph and the session options used."""
+"""ONNX Runtime backend (CPU). The artifact holds the ONNX graph and the session options used.
+
+Beyond the protocol (``backends.base``) it runs plain ONNX graphs for the build's checks
+(``reference_runner``).
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
+import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import ArtifactError, RecipeError, first_line
+from .base import NodeProfile, NodeTime
 
 NAME = "onnxruntime"
 MODEL_FILE = "model.onnx"
@@ -20,6 +28,8 @@ DEVICES = ("cpu",)
 # (reduce_range) no u8 x s8 pair sum saturates, so int8 results are the same exact integers on every class.
 ISA_EMULATION = False
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+LIBRARIES = ("onnx", "onnxruntime", "onnxconverter-common", "numpy")
+PEAK_KERNELS = {"int8": "MatMulInteger u8s8"}
 
 
 def check_target(target: Any) -> None:
@@ -122,28 +132,36 @@ def adapt_to_cpu(section: dict[str, Any], isa: Any) -> tuple[dict[str, Any], lis
     return section, []
 
 
+def _session(model_path: Path, options: dict[str, Any], threads: int | None, profile_prefix: str | None = None) -> Any:
+    """An InferenceSession with the artifact's recorded ``options`` (``threads`` overrides its count)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads or options["intra_op_num_threads"])
+    so.inter_op_num_threads = int(options.get("inter_op_num_threads", 1))
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    level = options.get("graph_optimization_level", "all")
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    so.log_severity_level = 3
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    try:
+        return ort.InferenceSession(str(model_path), sess_options=so, providers=list(options.get("providers", ["CPUExecutionProvider"])))
+    except Exception as exc:  # ORT raises its own exception types for bad graphs
+        raise ArtifactError(f"{model_path}: onnxruntime cannot load the graph ({first_line(exc, 200)})") from None
+
+
 class Runner:
     """One InferenceSession; ``run`` is safe to call from several threads (ORT sessions are)."""
 
     def __init__(self, model_path: Path, options: dict[str, Any], threads: int | None = None):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads or options["intra_op_num_threads"])
-        so.inter_op_num_threads = int(options.get("inter_op_num_threads", 1))
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        level = options.get("graph_optimization_level", "all")
-        so.graph_optimization_level = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[level]
-        so.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(model_path), sess_options=so, providers=list(options.get("providers", ["CPUExecutionProvider"])))
-        except Exception as exc:  # ORT raises its own exception types for bad graphs
-            raise ArtifactError(f"{model_path}: onnxruntime cannot load the graph ({first_line(exc, 200)})") from None
+        self.session = _session(model_path, options, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -152,3 +170,58 @@ class Runner:
 
 def load(artifact_dir: Path, backend: dict[str, Any], threads: int | None = None, cache_dir: Path | None = None) -> Runner:
     return Runner(Path(artifact_dir) / backend["files"]["model"], backend["session_options"], threads)
+
+
+def reference_runner(onnx_path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """``run(feed) -> output`` for a plain fp32 ONNX graph with every graph optimization: how the build
+    checks each captured or transformed graph against the PyTorch reference."""
+    return Runner(Path(onnx_path), session_options(threads, "all")).run
+
+
+# -- optional hooks (backends.base) ----------------------------------------------------------------
+
+def profile(artifact_dir: Path, backend: dict[str, Any], feed: dict[str, np.ndarray], *, threads: int, repeat: int) -> NodeProfile:
+    """Per-node kernel time from ONNX Runtime's session profiling, over ``repeat`` runs after a warm-up."""
+    model_path = Path(artifact_dir) / backend["files"]["model"]
+    with tempfile.TemporaryDirectory(prefix="rvc-profile-") as scratch:
+        session = _session(model_path, backend["session_options"], threads, profile_prefix=str(Path(scratch) / "ort"))
+        names = [item.name for item in session.get_inputs()]
+        inputs = {name: feed[name] for name in names}
+        session.run(None, inputs)  # warm-up: the first run allocates; its events are dropped below
+        start = time.perf_counter()
+        for _ in range(repeat):
+            session.run(None, inputs)
+        total = time.perf_counter() - start
+        events = json.loads(Path(session.end_profiling()).read_text())
+    # The profile holds the warm-up run too: keep the events of the last ``repeat`` runs only.
+    runs = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    cutoff = runs[-repeat] if len(runs) >= repeat else 0
+    nodes = [
+        NodeTime((e["name"].removesuffix("_kernel_time"),), e["args"].get("op_name", "?"), e["dur"] / 1e6)
+        for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= cutoff
+    ]
+    return NodeProfile(nodes, total, "onnxruntime session profiling (per-node kernel time)")
+
+
+def peak_kernel(size: int, threads: int, precision: str) -> Callable[[], Any]:
+    """A ``size`` x ``size`` MatMulInteger (u8 x s8 -> s32): the MLAS kernel int8 QDQ graphs run."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    if precision not in PEAK_KERNELS:
+        raise ValueError(f"onnxruntime has no peak kernel for {precision}")
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (size, size)).astype(np.uint8)
+    b = rng.integers(-128, 128, (size, size)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "peak",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [size, size])],
+        [numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return lambda: session.run(None, {"a": a})

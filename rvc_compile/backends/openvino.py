@@ -9,12 +9,14 @@ with the fp32 hint (measured here: bf16 for the unquantized rest was slower and 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import ArtifactError, BuildError, RecipeError, first_line
+from .base import NodeProfile, NodeTime
 
 NAME = "openvino"
 MODEL_FILE = "model.xml"
@@ -22,6 +24,8 @@ WEIGHTS_FILE = "model.bin"
 PRECISIONS = ("fp32", "bf16", "int8")
 DEVICES = ("cpu",)
 ISA_EMULATION = True  # its CPU plugin obeys ONEDNN_MAX_CPU_ISA: builds check lower ISA classes under it
+LIBRARIES = ("onnx", "openvino", "nncf", "numpy")
+PEAK_KERNELS = {"fp32": "MatMul f32", "bf16": "MatMul bf16", "int8": "FakeQuantize+MatMul u8s8"}
 # Precisions this backend runs slower than fp32 on a CPU class (precision: auto leaves them out there).
 # Measured with OpenVINO 2026.4 on the full-size v2 40k voice, 2 threads (docs/PRECISION.md): on AMX its int8
 # convolutions compile for 42 s, take 5 GB and run 2 s of audio in 1.9 s (0.41 s capped to AVX512_CORE_VNNI).
@@ -239,10 +243,12 @@ class Runner:
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: inputs[name] for name in self.input_names}
-        frames = int(feed["features"].shape[1])
-        if frames in self.static_frames and frames not in self._static:
-            self.compile_static(feed)
-        compiled = self._static.get(frames, self.compiled)
+        compiled = self.compiled
+        if self.static_frames:  # only synthesizer graphs (a ``features`` input) are given static lengths
+            frames = int(feed["features"].shape[1])
+            if frames in self.static_frames and frames not in self._static:
+                self.compile_static(feed)
+            compiled = self._static.get(frames, self.compiled)
         request = self._request(compiled)
         result = request.infer(feed)
         return np.array(result[compiled.output(0)], copy=True)
@@ -253,3 +259,62 @@ def load(artifact_dir: Path, backend: dict[str, Any], threads: int | None = None
         Path(artifact_dir) / backend["files"]["model"], backend["compile_options"], threads,
         static_frames=tuple(backend.get("static_frames", ())), cache_dir=cache_dir,
     )
+
+
+# -- optional hooks (backends.base) ----------------------------------------------------------------
+
+def profile(artifact_dir: Path, backend: dict[str, Any], feed: dict[str, np.ndarray], *, threads: int, repeat: int) -> NodeProfile:
+    """Per-executed-node real time from OpenVINO's ``PERF_COUNT``, over ``repeat`` runs after a warm-up."""
+    import openvino as ov
+
+    model_path = Path(artifact_dir) / backend["files"]["model"]
+    config = {k: v for k, v in backend.get("compile_options", {}).items() if isinstance(v, (str, int, float, bool))}
+    config.setdefault("INFERENCE_PRECISION_HINT", "f32")
+    config.update({"INFERENCE_NUM_THREADS": int(threads), "PERF_COUNT": True})
+    try:
+        compiled = ov.Core().compile_model(str(model_path), "CPU", config)
+    except Exception as exc:
+        raise ArtifactError(f"{model_path}: openvino cannot load the model ({first_line(exc, 200)})") from None
+    # An executed node often fuses several graph ops (a conv with its bias add and activation) and may
+    # carry a generated name; the runtime model lists the original op names each one stands for.
+    fused: dict[str, list[str]] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        originals = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else ""
+        fused[op.get_friendly_name()] = [name for name in originals.split(",") if name]
+    inputs = {name: feed[name] for name in (_input_name(port) for port in compiled.inputs)}
+    request = compiled.create_infer_request()
+    request.infer(inputs)
+    nodes: list[NodeTime] = []
+    start = time.perf_counter()
+    for _ in range(repeat):
+        request.infer(inputs)
+        nodes += [NodeTime((p.node_name, *fused.get(p.node_name, [])), p.node_type, p.real_time.total_seconds()) for p in request.get_profiling_info()]
+    total = time.perf_counter() - start
+    return NodeProfile(nodes, total, "openvino PERF_COUNT (per executed node real time)")
+
+
+def peak_kernel(size: int, threads: int, precision: str) -> Callable[[], Any]:
+    """A ``size`` x ``size`` MatMul at ``precision``'s hint; for int8 FakeQuantize on both inputs, which
+    the CPU plugin runs as an int8 ``FullyConnected`` (the path int8 artifacts take)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    if precision not in PEAK_KERNELS:
+        raise ValueError(f"openvino has no peak kernel for {precision}")
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((size, size)).astype(np.float32)
+    x = ops.parameter([size, size], ov.Type.f32, name="x")
+    if precision == "int8":
+        def quantize(node: Any, low: float, high: float) -> Any:
+            lo, hi = ops.constant(np.float32(low)), ops.constant(np.float32(high))
+            return ops.fake_quantize(node, lo, hi, lo, hi, 256)
+
+        y = ops.matmul(quantize(x, 0.0, 2.55), quantize(ops.constant(weights), -1.28, 1.27), False, True)
+    else:
+        y = ops.matmul(x, ops.constant(weights), False, True)
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+    compiled = ov.Core().compile_model(ov.Model([y], [x]), "CPU", config)
+    request = compiled.create_infer_request()
+    data = (rng.random((size, size)) * 2.5).astype(np.float32)
+    return lambda: request.infer({0: data})

@@ -13,26 +13,27 @@ Both report the same groups, so the two can be read side by side:
                    the raw inputs before any weighted op, layout reorders the backend inserts)
 
 Eager: forward pre/post hooks around each module, wall time per call (CPU execution is synchronous).
-Artifacts: the backend's own profiler: ONNX Runtime's session profiling (per node, ``dur``), OpenVINO's
-``PERF_COUNT`` (per executed node, ``real_time``). A node is tied to a module through the name of the
-weight it reads (``dec.resblocks.7.convs1.0.weight`` -> dec.stage2 when there are 3 blocks per stage);
-the weight is found by walking up through dequantize/convert nodes, so quantized graphs map too. An
-op without weights (activation, add, reshape) belongs to the module that produced its first grouped
-input, so a stage's activations and sums count with that stage.
-FLOPs per group (to show the achieved rate) are counted on the same graph with OpenVINO's shapes.
+Artifacts: the backend's own profiler, its ``profile`` hook (``backends.base``; ONNX Runtime's session
+profiling, OpenVINO's ``PERF_COUNT``), which times every executed node. A node is tied to a module
+through the name of the weight it reads (``dec.resblocks.7.convs1.0.weight`` -> dec.stage2 when there
+are 3 blocks per stage); the weight is found by walking up through dequantize/convert nodes, so
+quantized graphs map too. An op without weights (activation, add, reshape) belongs to the module that
+produced its first grouped input, so a stage's activations and sums count with that stage.
+FLOPs per group (to show the achieved rate) are counted by ``measure.flops``: on the torch model
+(eager) or on the same graph with OpenVINO's shapes (artifacts).
 """
 
 from __future__ import annotations
 
-import json
 import re
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .flops import FLOP_OPS, leaf_modules, op_flops, read_graph, torch_flops
 
 WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "Gather")
 _MODULE_PATH = re.compile(r"(enc_p|flow|dec|emb_g)(\.[A-Za-z_0-9]+)*")
@@ -100,7 +101,6 @@ def _inputs_for(spec: Any, frames: int, seed: int, speaker: int, names: list[str
 def profile_reference(checkpoint: str | Path, *, seconds: float = 2.0, threads: int = 2, repeat: int = 3, seed: int = 0) -> dict[str, Any]:
     """Per-module wall time of the eager fp32 reference at ``seconds`` of audio (mean of ``repeat`` runs)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from ..components.synthesizer.checkpoint import load_checkpoint
     from ..components.synthesizer.model import build_model
@@ -166,19 +166,13 @@ def profile_reference(checkpoint: str | Path, *, seconds: float = 2.0, threads: 
     spent["dec.other"] = max(dec_total - dec_parts, 0.0)
     spent["other"] = max(total - sum(spent.values()), 0.0)
 
-    counter = FlopCounterMode(display=False, depth=8)
     with torch.device("meta"):
-        meta_model = build_model(spec)
-        meta_inputs = [torch.empty(a.shape, dtype=a.dtype) for a in inputs]
-        with counter, torch.inference_mode():
-            meta_model(*meta_inputs)
+        _, by_module = torch_flops(build_model(spec), [torch.empty(a.shape, dtype=a.dtype) for a in inputs])
     flops: dict[str, float] = defaultdict(float)
-    counts = counter.get_flop_counts()
-    leaf_names = {k for k in counts if not any(other.startswith(k + ".") for other in counts)}
-    for name in leaf_names:
-        group = module_group(name.removeprefix("Synthesizer."), blocks)
-        if group and name.startswith("Synthesizer."):
-            flops[group] += float(sum(counts[name].values()))
+    for name, value in leaf_modules(by_module).items():
+        group = module_group(name, blocks)
+        if group:
+            flops[group] += value
 
     return {
         "what": "eager fp32 reference (PyTorch)",
@@ -247,13 +241,7 @@ def _ov_weight_group(op: Any, blocks: int) -> str | None:
 
 def _graph_group_flops(model_path: Path, shapes: dict[str, list[int]], blocks: int) -> tuple[dict[str, float], dict[str, str]]:
     """FLOPs per group of a graph (OpenVINO shapes), and OpenVINO op name -> group for every weighted op."""
-    import openvino as ov
-
-    from .floor import FLOP_OPS, _op_flops
-
-    model = ov.Core().read_model(str(model_path))
-    names = {port.get_any_name() for port in model.inputs}
-    model.reshape({k: v for k, v in shapes.items() if k in names})
+    model = read_graph(model_path, shapes)
     flops: dict[str, float] = defaultdict(float)
     op_groups: dict[str, str] = {}
     for op in model.get_ordered_ops():  # topological order
@@ -267,13 +255,14 @@ def _graph_group_flops(model_path: Path, shapes: dict[str, list[int]], blocks: i
         if group:
             op_groups[op.get_friendly_name()] = group
         if kind in FLOP_OPS:
-            flops[group or "other"] += _op_flops(op)
+            flops[group or "other"] += op_flops(op)
     return dict(flops), op_groups
 
 
 def profile_artifact(path: str | Path, *, seconds: float = 2.0, threads: int = 2, repeat: int = 3, seed: int = 0) -> dict[str, Any]:
     """Per-module and per-op-type time of an artifact's graph, with its backend's own profiler."""
     from ..artifact.manifest import verify_or_raise
+    from ..backends import get_backend, has_hook
     from ..errors import ArtifactError
     from ..components.synthesizer.spec import ModelSpec
 
@@ -298,87 +287,27 @@ def profile_artifact(path: str | Path, *, seconds: float = 2.0, threads: int = 2
     node_groups = dict(ov_groups)
     if graph.endswith(".onnx"):
         node_groups.update(_onnx_node_groups(path / graph, blocks))
-    if backend["name"] == "onnxruntime":
-        by_node, total, method = _profile_onnxruntime(path / graph, backend, inputs, threads, repeat)
-    elif backend["name"] == "openvino":
-        by_node, total, method = _profile_openvino(path / graph, manifest, inputs, threads, repeat)
-    else:
+    module = get_backend(backend["name"], for_build=False)
+    if not has_hook(module, "profile"):
         raise ArtifactError(f"{path}: no profiler for backend {backend['name']!r}")
+    measured = module.profile(path, backend, inputs, threads=threads, repeat=repeat)
 
     by_module: dict[str, float] = defaultdict(float)
     by_op: dict[str, float] = defaultdict(float)
-    for names, op_type, seconds_spent in by_node:
-        by_op[op_type] += seconds_spent
-        candidates = [key for name in names for key in (name, name.split("/")[0])]
-        by_module[next((node_groups[key] for key in candidates if key in node_groups), "other")] += seconds_spent
+    for node in measured.nodes:
+        by_op[node.op_type] += node.seconds
+        candidates = [key for name in node.names for key in (name, name.split("/")[0])]
+        by_module[next((node_groups[key] for key in candidates if key in node_groups), "other")] += node.seconds
     busy = sum(by_op.values())
     return {
         "what": f"{manifest['name']} {manifest['version']} ({backend['name']}, {manifest['target'].get('precision')})",
-        "method": method,
+        "method": measured.method,
         "seconds": frames / spec.frames_per_second,
         "frames": frames,
         "threads": threads,
         "runs": repeat,
-        "total_ms": total / repeat * 1e3,
+        "total_ms": measured.total_s / repeat * 1e3,
         "node_time_ms": busy / repeat * 1e3,
         "by_module": _table(dict(by_module), busy, flops, repeat, "module"),
         "by_op_type": _table(dict(by_op), busy, None, repeat, "op_type")[:15],
     }
-
-
-def _profile_onnxruntime(model_path: Path, backend: dict[str, Any], inputs: dict[str, np.ndarray], threads: int, repeat: int) -> tuple[list, float, str]:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    session_options = backend.get("session_options", {})
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = int(session_options.get("inter_op_num_threads", 1))
-    options.log_severity_level = 3
-    with tempfile.TemporaryDirectory(prefix="rvc-profile-") as scratch:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(scratch) / "ort")
-        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        session.run(None, inputs)  # warm-up: the first run allocates; its events are dropped below
-        start = time.perf_counter()
-        for _ in range(repeat):
-            session.run(None, inputs)
-        total = time.perf_counter() - start
-        events = json.loads(Path(session.end_profiling()).read_text())
-    # The profile holds the warm-up run too: keep the events of the last ``repeat`` runs only.
-    runs = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    cutoff = runs[-repeat] if len(runs) >= repeat else 0
-    nodes = [
-        ([e["name"].removesuffix("_kernel_time")], e["args"].get("op_name", "?"), e["dur"] / 1e6)
-        for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= cutoff
-    ]
-    return nodes, total, "onnxruntime session profiling (per-node kernel time)"
-
-
-def _profile_openvino(model_path: Path, manifest: dict[str, Any], inputs: dict[str, np.ndarray], threads: int, repeat: int) -> tuple[list, float, str]:
-    import openvino as ov
-
-    backend = manifest["backend"]
-    config = {}
-    for value in backend.values():  # the backend's recorded compile config, whatever its key is called
-        if isinstance(value, dict) and "INFERENCE_PRECISION_HINT" in value:
-            config = {k: v for k, v in value.items() if isinstance(v, (str, int, float, bool))}
-    precision = str(manifest["target"].get("precision", "fp32"))
-    config.setdefault("INFERENCE_PRECISION_HINT", "bf16" if "bf16" in precision else "f32")
-    config.update({"INFERENCE_NUM_THREADS": threads, "PERF_COUNT": True})
-    compiled = ov.Core().compile_model(str(model_path), "CPU", config)
-    # An executed node often fuses several graph ops (a conv with its bias add and activation) and may
-    # carry a generated name; the runtime model lists the original op names each one stands for.
-    fused: dict[str, list[str]] = {}
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        originals = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else ""
-        fused[op.get_friendly_name()] = [name for name in originals.split(",") if name]
-    request = compiled.create_infer_request()
-    request.infer(inputs)
-    nodes: list[tuple[list[str], str, float]] = []
-    start = time.perf_counter()
-    for _ in range(repeat):
-        request.infer(inputs)
-        nodes += [([p.node_name, *fused.get(p.node_name, [])], p.node_type, p.real_time.total_seconds()) for p in request.get_profiling_info()]
-    total = time.perf_counter() - start
-    return nodes, total, "openvino PERF_COUNT (per executed node real time)"

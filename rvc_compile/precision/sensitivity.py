@@ -107,24 +107,11 @@ def layer_sensitivity(
 
 
 def layer_flops(model: Any, names: list[str], feed: dict[str, np.ndarray], *, seconds: float) -> dict[str, float]:
-    """FLOPs (2 per multiply-add) per second of audio of every Conv1d / Linear, measured on ``feed``."""
+    """FLOPs (2 per multiply-add) per second of audio of every Conv1d / Linear, measured on ``feed``
+    (counted by ``measure.flops.torch_flops``)."""
     import torch
-    from torch import nn
 
-    flops: dict[str, float] = {}
-    hooks = []
-    for name, module in quantizable_layers(model).items():
-        def hook(module: Any, args: Any, output: Any, name: str = name) -> None:
-            if isinstance(module, nn.Conv1d):
-                per_output = module.in_channels // module.groups * module.kernel_size[0]
-            else:
-                per_output = module.in_features
-            flops[name] = flops.get(name, 0.0) + 2.0 * output.numel() * per_output / seconds
-        hooks.append(module.register_forward_hook(hook))
-    try:
-        with torch.inference_mode():
-            model(*[torch.from_numpy(feed[n]) for n in names])
-    finally:
-        for handle in hooks:
-            handle.remove()
-    return flops
+    from ..measure.flops import torch_flops
+
+    _, by_module = torch_flops(model, [torch.from_numpy(feed[n]) for n in names])
+    return {name: by_module[name] / seconds for name in quantizable_layers(model) if name in by_module}

@@ -70,32 +70,15 @@ class ReferenceModel:
 
 
 def flops_per_second(spec: ModelSpec, state_dict: dict[str, Any] | None = None) -> dict[str, float]:
-    """FLOPs (2 per multiply-add) for one second of audio, per top-level module, counted by torch."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    """FLOPs (2 per multiply-add) for one second of audio, per top-level module and ``total``
+    (``measure.flops.synthesizer_flops`` at one second's frames)."""
+    from ...measure.flops import synthesizer_flops
 
-    from .model import build_model
-
-    frames = int(round(spec.frames_per_second))
-    model = build_model(spec, state_dict) if state_dict is not None else build_model(spec)
-    inputs = [torch.zeros(1, frames, spec.feature_dim)]
-    if spec.f0:
-        inputs.append(torch.full((1, frames), 200.0))
-    inputs += [torch.zeros(1, dtype=torch.long), torch.zeros(1, spec.inter_channels, frames)]
-    if spec.f0:
-        inputs.append(torch.zeros(1, frames * spec.hop_length))
-    counter = FlopCounterMode(display=False, depth=1)
-    with counter, torch.inference_mode():
-        model(*inputs)
-    per_module = {name.split(".")[-1]: float(sum(ops.values())) for name, ops in counter.get_flop_counts().items() if name.count(".") == 1}
-    per_module["total"] = float(counter.get_total_flops())
-    return per_module
+    return synthesizer_flops(spec, int(round(spec.frames_per_second)), state_dict)
 
 
 def parameter_counts(state_dict: dict[str, Any]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for key, value in state_dict.items():
-        module = key.split(".")[0]
-        counts[module] = counts.get(module, 0) + int(value.numel())
-    counts["total"] = sum(counts.values())
-    return counts
+    """Parameters per top-level module and ``total`` (``measure.flops.parameter_counts``)."""
+    from ...measure.flops import parameter_counts
+
+    return parameter_counts(state_dict)
