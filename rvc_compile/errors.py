@@ -76,7 +76,27 @@ class InputError(RvcCompileError):
 
 
 class RecipeError(RvcCompileError):
-    """A build recipe is invalid."""
+    """A build recipe is invalid.
+
+    ``key``: the dotted recipe key at fault (``precision_policy.keep_fp32``), None when the error is about
+    no one key (an unreadable file); ``problem``: what is wrong with it, without the key or the file, so
+    a caller can re-raise it at the recipe's line (``_Located.error``) or decide on the key's section.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, problem: str | None = None):
+        super().__init__(message)
+        self.key = key
+        self.problem = " ".join(str(problem).split()) if problem is not None else None
+
+    @classmethod
+    def at(cls, key: str, problem: str) -> "RecipeError":
+        """``key: problem``, with both kept as fields."""
+        return cls(f"{key}: {problem}", key=key, problem=problem)
+
+    @property
+    def section(self) -> str | None:
+        """The top-level recipe section of ``key`` (``precision_policy``), or None."""
+        return self.key.split(".", 1)[0] if self.key else None
 
 
 class ArtifactError(RvcCompileError):
@@ -108,9 +128,14 @@ class CacheError(RvcCompileError):
 
 
 class GateFailure(RvcCompileError):
-    """An accuracy or latency gate failed."""
+    """An accuracy or latency gate failed. ``failures``: each failed check, one line each (what the
+    message lists, as data: a caller that records why a candidate failed reads these, not the message)."""
 
     exit_code = 1
+
+    def __init__(self, message: str, *, failures: list[str] | tuple[str, ...] = ()):
+        super().__init__(message)
+        self.failures = tuple(" ".join(str(failure).split()) for failure in failures)
 
 
 class CalibrationError(RvcCompileError):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -165,6 +166,27 @@ def cpu_info() -> dict[str, object]:
         "python": platform.python_version(),
         "system": f"{platform.system()} {platform.machine()}",
     }
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory so far, in MB (MiB).
+
+    Linux's ``VmHWM`` belongs to the process's own address space, which exec starts afresh: a worker
+    process (bench, the build's evaluation) reports its own peak. ``ru_maxrss``, the fallback elsewhere,
+    would not do on Linux: it is carried across fork and exec, so a child would start at its parent's
+    peak (the parent may hold torch and a whole model). It is KiB on Linux, bytes on macOS.
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource  # POSIX only; imported here so that machine stays importable everywhere
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
 
 
 def library_versions(*names: str) -> dict[str, str]:

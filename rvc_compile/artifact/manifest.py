@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..errors import ArtifactError, first_line, is_storage_error, storage_error_message
+from ..hashing import sha256_file
 
 FORMAT_VERSION = 3  # 2: golden cases hold user-level inputs; model.host_source. 3: the isa section
 READABLE_FORMAT_VERSIONS = (2, 3)  # a format-2 artifact has no isa section: the runtime treats its CPU class as unknown
@@ -27,16 +28,11 @@ MANIFEST_DIGEST = "manifest.sha256"
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
 STALE_AFTER_S = 24 * 3600  # a temporary folder this old belongs to no running build
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+# An artifact's name and version are folder names: recipes (build and prune) check theirs with these too.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+SEMVER_PATTERN = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
+NAME_RULE = "use letters, digits, '.', '_' or '-' (at most 100 characters)"
+VERSION_RULE = "is not a semantic version (MAJOR.MINOR.PATCH)"
 
 
 def canonical_json(value: Any) -> bytes:
@@ -44,15 +40,24 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
+def is_valid_name(name: object) -> bool:
+    """A name usable as one folder (whole-string match: no trailing newline, never '.' or '..')."""
+    return isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None
+
+
+def is_valid_version(version: object) -> bool:
+    return isinstance(version, str) and SEMVER_PATTERN.fullmatch(version) is not None
+
+
 def check_name(name: str, what: str = "name") -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
-        raise ArtifactError(f"{what} {name!r}: use letters, digits, '.', '_' or '-' (at most 100 characters)")
+    if not is_valid_name(name):
+        raise ArtifactError(f"{what} {name!r}: {NAME_RULE}")
     return name
 
 
 def check_version(version: str) -> str:
-    if not isinstance(version, str) or not _SEMVER.match(version):
-        raise ArtifactError(f"version {version!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+    if not is_valid_version(version):
+        raise ArtifactError(f"version {version!r} {VERSION_RULE}")
     return version
 
 

@@ -28,6 +28,7 @@ from typing import Any, BinaryIO
 
 from .manifest import MANIFEST, MANIFEST_DIGEST, STALE_AFTER_S, check_integrity, check_name, check_version, read_manifest
 from ..errors import ArtifactError
+from ..hashing import sha256_file
 
 DEFAULT_MAX_BYTES = 8 << 30  # a full-size fp32 artifact is a few hundred MB; this stops a decompression bomb
 DEFAULT_MAX_MEMBERS = 10_000
@@ -108,11 +109,7 @@ def pack(artifact_dir: Path, out_file: Path) -> Packed:
     except OSError as exc:
         temporary.unlink(missing_ok=True)
         raise ArtifactError(f"{out_file}: cannot write the archive ({exc.strerror or exc})") from None
-    digest = hashlib.sha256()
-    with open(out_file, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return Packed(path=out_file, name=name, version=version, files=len(members), size=out_file.stat().st_size, sha256=digest.hexdigest())
+    return Packed(path=out_file, name=name, version=version, files=len(members), size=out_file.stat().st_size, sha256=sha256_file(out_file))
 
 
 def _member_kind(member: tarfile.TarInfo) -> str:

@@ -60,18 +60,20 @@ class DistillConfig:
     resume: bool = True  # continue from the state in the work folder if it belongs to this same run
 
     def check(self, where: str = "distillation") -> None:
+        """The one validation of these settings (``distill`` and the prune recipe use it); RecipeError
+        names ``where`` + the field (``distillation.steps``) in its message and its ``key``."""
+        if self.steps < 0:
+            raise RecipeError.at(f"{where}.steps", f"{self.steps} must be 0 or more")
         positive = {"segment_frames": self.segment_frames, "batch": self.batch, "threads": self.threads, "log_every": self.log_every, "save_every": self.save_every}
         for name, value in positive.items():
             if value < 1:
-                raise RecipeError(f"{where}.{name}: {value} must be at least 1")
-        if self.steps < 0:
-            raise RecipeError(f"{where}.steps: {self.steps} must be 0 or more")
+                raise RecipeError.at(f"{where}.{name}", f"{value} must be at least 1")
         if not self.learning_rate > 0:
-            raise RecipeError(f"{where}.learning_rate: {self.learning_rate} must be positive")
+            raise RecipeError.at(f"{where}.learning_rate", f"{self.learning_rate} must be positive")
         if min(self.mel_weight, self.stft_weight, self.feature_weight) < 0 or self.mel_weight + self.stft_weight + self.feature_weight == 0:
-            raise RecipeError(f"{where}: loss weights must be non-negative and not all zero")
+            raise RecipeError.at(where, "loss weights must be non-negative and not all zero")
         if self.speaker < 0:
-            raise RecipeError(f"{where}.speaker: {self.speaker} must be 0 or more")
+            raise RecipeError.at(f"{where}.speaker", f"{self.speaker} must be 0 or more")
 
 
 @dataclass

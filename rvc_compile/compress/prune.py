@@ -46,14 +46,6 @@ def group_of(key: str) -> str:
     raise KeyError(key)
 
 
-def check_ratios(ratios: Mapping[str, float], where: str = "pruning") -> None:
-    for group, ratio in ratios.items():
-        if group not in GROUPS:
-            raise RecipeError(f"{where}: unknown group {group!r} (expected one of {', '.join(GROUPS)})")
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
-            raise RecipeError(f"{where}.{group}: ratio {ratio!r} must be in [0, 1)")
-
-
 # -- the parameters each prunable channel owns ---------------------------------------------------
 
 def _members(spec: ModelSpec, key: str) -> tuple[list[tuple[str, int, int]], str]:
@@ -213,11 +205,9 @@ def prune_model(
     ``cases``: calibration inputs ({"features": [T, C], "f0": [T]}) for activation importance.
     ``measure``: count FLOPs and parameters before and after (runs the model on 1 s of input twice).
     """
-    check_ratios(ratios)
-    if importance not in IMPORTANCE_KINDS:
-        raise RecipeError(f"pruning.importance: {importance!r} is not one of {', '.join(IMPORTANCE_KINDS)}")
-    if round_to < 1:
-        raise RecipeError(f"pruning.round_to: {round_to} must be at least 1")
+    from ..passes.prune import PruningParams
+
+    PruningParams.from_ratios(ratios, importance=importance, round_to=round_to)  # the params' own checks
     widths = {key: spec.width(key) for key in prunable_widths(spec)}
     if ratios.get("decoder", 0.0) > 0 and not any(key.startswith("dec.") for key in widths):
         raise RecipeError(f"pruning.decoder: this model's decoder uses ResBlock{spec.resblock}, which has no internal width to prune")

@@ -20,7 +20,9 @@ from typing import Any, Callable, Literal, Optional
 from .distill import HELD_OUT_NOISE_SEED, DistillConfig
 from ..errors import CheckpointError, RecipeError
 from ..passes.prune import PruningParams
-from ..recipe.schema import _NAME, _SHA256, _convert_dataclass, _dataclass_schema, _Located, _parse_yaml, apply_override
+from ..artifact.manifest import NAME_RULE, is_valid_name
+from ..hashing import is_sha256_hex
+from ..recipe.schema import _convert_dataclass, _dataclass_schema, _Located, _parse_yaml, apply_override
 
 # Seeds of the generated held-out cases start here: far from the training cases' seeds.
 HELD_OUT_SEED_OFFSET = 10_000
@@ -84,29 +86,20 @@ class PruneRecipe:
 
 
 def _validate(recipe: PruneRecipe, located: _Located) -> None:
-    if not _NAME.match(recipe.name):
-        raise located.error(("name",), f"{recipe.name!r}: use letters, digits, '.', '_' or '-' (at most 100 characters)")
-    if recipe.source.sha256 is not None and not _SHA256.match(recipe.source.sha256):
+    if not is_valid_name(recipe.name):
+        raise located.error(("name",), f"{recipe.name!r}: {NAME_RULE}")
+    if recipe.source.sha256 is not None and not is_sha256_hex(recipe.source.sha256):
         raise located.error(("source", "sha256"), "expected 64 lowercase hex digits")
-    pruning = recipe.pruning
-    for group, ratio in pruning.ratios().items():
-        if not 0.0 <= ratio < 1.0:
-            raise located.error(("pruning", group), f"ratio {ratio} must be in [0, 1)")
-    if pruning.round_to < 1:
-        raise located.error(("pruning", "round_to"), "must be at least 1")
+    # Pruning and distillation settings are checked by their own dataclasses; the error is re-raised at
+    # the recipe line of the key it names.
+    try:
+        recipe.pruning.check("pruning")
+        recipe.distillation.check("distillation")
+    except RecipeError as exc:
+        if exc.key is None or exc.problem is None:
+            raise
+        raise located.error(tuple(exc.key.split(".")), exc.problem) from None
     distillation = recipe.distillation
-    if distillation.steps < 0:
-        raise located.error(("distillation", "steps"), "must be 0 or more")
-    for name in ("segment_frames", "batch", "threads", "log_every", "save_every"):
-        if getattr(distillation, name) < 1:
-            raise located.error(("distillation", name), "must be at least 1")
-    if not distillation.learning_rate > 0:
-        raise located.error(("distillation", "learning_rate"), "must be positive")
-    weights = (distillation.mel_weight, distillation.stft_weight, distillation.feature_weight)
-    if min(weights) < 0 or sum(weights) == 0:
-        raise located.error(("distillation",), "loss weights must be non-negative and not all zero")
-    if distillation.speaker < 0:
-        raise located.error(("distillation", "speaker"), "must be 0 or more")
     calibration = recipe.calibration
     if calibration.count < 1 or calibration.held_out < 1:
         raise located.error(("calibration",), "count and held_out must be at least 1")

@@ -2,11 +2,12 @@
 
 How it measures (the same for every source, every number in one run):
 
-- Each SOURCE runs in its own worker process, loaded once. Only one worker computes at a time, so they
-  never compete for the cores; the parent sends "run" to each in turn, with a short pause between
-  calls so the previous source's thread pool has stopped spinning. Separate processes are what make
-  peak memory per source meaningful: a worker's resident-set high-water mark (``VmHWM``) is its
-  source's alone. Lengths run shortest first, so the peak read after a length is the peak at that length.
+- Each SOURCE runs in its own worker process (``rvc_compile.worker``), loaded once. Only one worker
+  computes at a time, so they never compete for the cores; the parent sends "run" to each in turn,
+  with a short pause between calls so the previous source's thread pool has stopped spinning.
+  Separate processes are what make peak memory per source meaningful: a worker's resident-set
+  high-water mark (``machine.peak_memory_mb``, Linux's ``VmHWM``) is its source's alone. Lengths run
+  shortest first, so the peak read after a length is the peak at that length.
 - Inputs are identical for all sources: every worker builds them from the same (frames, seed) with
   ``golden.example_case`` (real content features, a phrase f0 contour) and seeded noise
   (``inputs.make_noise``); sources built for a fixed speaker set the speaker for all.
@@ -26,22 +27,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
-import os
-import sys
 import tempfile
 import time
-import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .. import errors
 from .sources import SourceSpec, parse_sources
 from ..errors import InputError, RvcCompileError
 from ..machine import cpu_info, library_versions
+from ..verify.metrics import latency_stats
+from ..worker import Failure, Worker, WorkerError
 
 SCHEMA = "rvc-compile-bench/1"
 LIBRARIES = ("torch", "onnxruntime", "openvino", "numpy")
@@ -83,170 +81,40 @@ class BenchSettings:
 
 # -- the worker process --------------------------------------------------------------------------
 
-def _peak_rss_mb() -> float:
-    """This process's resident-set high-water mark.
-
-    ``VmHWM`` belongs to the process's own address space, which exec starts afresh; ``ru_maxrss`` would
-    not do here: Linux carries it across fork and exec, so a spawned worker would start at its parent's
-    peak (the parent may hold torch and a whole model).
-    """
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _worker(conn: Any, spec: SourceSpec, threads: int, workdir: str) -> None:
-    """Serve one source: load it, then answer (command, args) messages until told to stop."""
-    os.dup2(2, 1)  # library chatter must never reach the parent's stdout (it may be printing JSON)
-    runner = None
-    outputs: dict[str, np.ndarray] = {}
-    try:
-        start = time.perf_counter()
-        from .sources import open_runner
-
-        runner = open_runner(spec, threads, workdir)
-        info = dict(runner.info)
-        info.setdefault("load_s", time.perf_counter() - start)
-        conn.send(("ok", {"info": info, "rss_mb": _peak_rss_mb()}))
-    except BaseException as exc:  # reported to the parent, which decides what is fatal
-        conn.send(_error_reply(exc))
-        conn.close()
-        return
-    while True:
-        try:
-            command, args = conn.recv()
-        except EOFError:
-            break
-        if command == "stop":
-            break
-        try:
-            if command == "prepare":
-                reply: Any = runner.prepare(**args)
-            elif command == "run":
-                key, index, keep = args["key"], args.get("index", 0), args.get("keep", False)
-                start = time.perf_counter()
-                audio = runner.run(key, index)
-                elapsed = time.perf_counter() - start
-                if keep:
-                    outputs[key] = np.asarray(audio, dtype=np.float32).reshape(-1)
-                reply = elapsed
-            elif command == "output":
-                reply = outputs.pop(args["key"], None)
-            elif command == "release":
-                runner.release(args["key"])
-                outputs.pop(args["key"], None)
-                reply = None
-            elif command == "memory":
-                reply = {"peak_rss_mb": _peak_rss_mb()}
-            elif command == "info":
-                reply = dict(runner.info)
-            else:
-                raise ValueError(f"unknown command {command!r}")
-            conn.send(("ok", reply))
-        except BaseException as exc:
-            conn.send(_error_reply(exc))
-    if hasattr(runner, "close"):
-        runner.close()
-    conn.close()
-
-
-def _error_reply(exc: BaseException) -> tuple[str, dict[str, Any]]:
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    return ("error", {
-        "type": type(exc).__name__,
-        "user_error": isinstance(exc, RvcCompileError),
-        "message": message[:400],
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-2000:],
-    })
-
-
-class WorkerError(Exception):
-    def __init__(self, detail: dict[str, Any]):
-        super().__init__(detail["message"])
-        self.detail = detail
-
-
-class Worker:
-    """The parent's handle on one source's worker process."""
+class SourceWorker:
+    """The parent's handle on one source's worker process (``rvc_compile.worker``, serving a
+    ``sources.SourceServer``). Failures are ``WorkerError``; ``failure.user_error`` tells a source
+    that cannot run something (n/a) from one that broke (failed)."""
 
     def __init__(self, spec: SourceSpec, threads: int, workdir: str):
-        context = multiprocessing.get_context("spawn")
         self.spec = spec
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=_worker, args=(child, spec, threads, workdir), name=f"bench-{spec.label}")
-        self.process.start()
-        child.close()
+        self.worker = Worker("rvc_compile.measure.sources:SourceServer", spec, threads, workdir, name=f"bench worker for {spec.label}")
         self.info: dict[str, Any] = {}
 
-    def _receive(self) -> Any:
-        try:
-            status, payload = self.conn.recv()
-        except EOFError:
-            code = self.process.exitcode if not self.process.is_alive() else None
-            raise WorkerError({"type": "WorkerDied", "user_error": False, "message": f"worker for {self.spec.label} exited (code {code})"}) from None
-        if status == "error":
-            raise WorkerError(payload)
-        return payload
-
     def loaded(self) -> dict[str, Any]:
-        payload = self._receive()
+        payload = self.worker.ready()
         self.info = payload["info"]
         return payload
 
     def call(self, command: str, **args: Any) -> Any:
         if command == "run":
             time.sleep(SETTLE_S)
-        try:
-            self.conn.send((command, args))
-        except (BrokenPipeError, OSError):
-            raise WorkerError({"type": "WorkerDied", "user_error": False, "message": f"worker for {self.spec.label} is gone"}) from None
-        return self._receive()
+        return self.worker.call(command, **args)
 
     def stop(self) -> None:
-        try:
-            self.conn.send(("stop", {}))
-        except (BrokenPipeError, OSError):
-            pass
-        self.process.join(timeout=30)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(timeout=5)
-        self.conn.close()
+        self.worker.stop()
 
 
-def _raise_user_error(spec: SourceSpec, detail: dict[str, Any]) -> None:
-    """Re-raise a worker's user error as the same one-line error class in this process."""
-    cls = getattr(errors, detail["type"], None)
-    if not (isinstance(cls, type) and issubclass(cls, RvcCompileError)):
-        cls = InputError
-    message = detail["message"]
-    raise cls(message if spec.path in message else f"{spec.text}: {message}")
+def _raise_user_error(spec: SourceSpec, failure: Failure) -> None:
+    """Re-raise a worker's user error in this process: the same error, naming the SOURCE if it does not."""
+    error = failure.error
+    if isinstance(error, RvcCompileError) and spec.path in str(error):
+        raise error from None
+    cls = type(error) if isinstance(error, RvcCompileError) else InputError
+    raise cls(f"{spec.text}: {failure.message}") from None
 
 
 # -- statistics and floor ------------------------------------------------------------------------
-
-def latency_summary(times_s: list[float], audio_seconds: float) -> dict[str, Any]:
-    times = np.asarray(times_s, dtype=np.float64)
-    p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
-    return {
-        "runs": int(times.size),
-        "p50_ms": p50 * 1e3,
-        "p90_ms": p90 * 1e3,
-        "p99_ms": p99 * 1e3,
-        "mean_ms": float(times.mean()) * 1e3,
-        "min_ms": float(times.min()) * 1e3,
-        "rtf_p50": p50 / audio_seconds,
-        "rtf_p90": p90 / audio_seconds,
-        "rtf_p99": p99 / audio_seconds,
-    }
-
 
 def source_flops_per_second(spec: SourceSpec, info: dict[str, Any], model_spec: Any) -> tuple[float | None, str]:
     """FLOPs per second of audio: counted on the artifact's own graph, else on the checkpoint's model."""
@@ -294,19 +162,19 @@ def run_bench(sources: list[str] | list[SourceSpec], settings: BenchSettings | N
     _check_settings(settings)
     specs = list(sources) if all(isinstance(s, SourceSpec) for s in sources) else parse_sources([str(s) for s in sources])
 
-    workers: list[Worker] = []
+    workers: list[SourceWorker] = []
     with tempfile.TemporaryDirectory(prefix="rvc-bench-") as workdir:
         try:
             # Nothing is printed until every source has loaded: a bad SOURCE stays a one-line error.
             for spec in specs:
-                worker = Worker(spec, settings.threads, workdir)
+                worker = SourceWorker(spec, settings.threads, workdir)
                 workers.append(worker)
                 try:
                     worker.loaded()
                 except WorkerError as exc:
-                    if exc.detail["user_error"]:
-                        _raise_user_error(spec, exc.detail)
-                    raise InputError(f"{spec.text}: cannot be loaded ({exc.detail['type']}: {exc.detail['message'][:200]})") from None
+                    if exc.failure.user_error:
+                        _raise_user_error(spec, exc.failure)
+                    raise InputError(f"{spec.text}: cannot be loaded ({exc.failure.type}: {exc.failure.message[:200]})") from None
             model_info, speaker = _common_model(workers, settings)
             log("loaded " + ", ".join(f"{w.spec.label} ({w.spec.kind}, {w.info.get('load_s', 0):.1f} s)" for w in workers))
             if settings.floor and peaks is None:
@@ -322,7 +190,7 @@ def run_bench(sources: list[str] | list[SourceSpec], settings: BenchSettings | N
                 results = _run_lengths(workers, settings, model_info, speaker, log)
             for worker, record in zip(workers, source_records):
                 try:
-                    latest = worker.call("info")
+                    latest = worker.call("latest_info")
                     record["size_bytes"] = latest.get("size_bytes", record["size_bytes"])
                     if "export_s" in latest:
                         record["export_s"] = latest["export_s"]
@@ -367,7 +235,7 @@ def _check_settings(settings: BenchSettings) -> None:
         raise InputError(f"--seconds: lengths must be positive, got {list(settings.seconds)}")
 
 
-def _common_model(workers: list[Worker], settings: BenchSettings) -> tuple[dict[str, Any], int]:
+def _common_model(workers: list[SourceWorker], settings: BenchSettings) -> tuple[dict[str, Any], int]:
     """The model shape all sources share (inputs must fit all of them) and the speaker to use."""
     keys = ("sample_rate", "hop_length", "feature_dim", "has_f0", "inter_channels")
     first = workers[0].info
@@ -410,7 +278,7 @@ def _model_spec(specs: list[SourceSpec]) -> Any:
     return None
 
 
-def _source_record(worker: Worker, model_spec: Any) -> dict[str, Any]:
+def _source_record(worker: SourceWorker, model_spec: Any) -> dict[str, Any]:
     spec, info = worker.spec, worker.info
     flops, counted = (None, "not counted")
     try:
@@ -472,12 +340,13 @@ def _frames(seconds: float, info: dict[str, Any]) -> int:
 
 
 def _failure(exc: WorkerError) -> tuple[str, str]:
-    detail = exc.detail
-    status = "n/a" if detail["user_error"] else "failed"
-    return status, f"{detail['type']}: {detail['message']}" if status == "failed" else detail["message"]
+    failure = exc.failure
+    if failure.user_error:
+        return "n/a", failure.message
+    return "failed", f"{failure.type}: {failure.message}"
 
 
-def _warm(workers: list[Worker], key: str, calls: int, warmup: int, status: dict[str, tuple[str, str]]) -> None:
+def _warm(workers: list[SourceWorker], key: str, calls: int, warmup: int, status: dict[str, tuple[str, str]]) -> None:
     for worker in workers:
         if worker.spec.label in status:
             continue
@@ -489,7 +358,7 @@ def _warm(workers: list[Worker], key: str, calls: int, warmup: int, status: dict
             status[worker.spec.label] = _failure(exc)
 
 
-def _run_lengths(workers: list[Worker], settings: BenchSettings, model: dict[str, Any], speaker: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _run_lengths(workers: list[SourceWorker], settings: BenchSettings, model: dict[str, Any], speaker: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
     results = []
     reference = _reference_worker(workers)
     accuracy_length = min(settings.seconds, key=lambda s: abs(s - settings.accuracy_seconds))
@@ -531,7 +400,7 @@ def _run_lengths(workers: list[Worker], settings: BenchSettings, model: dict[str
             if label in status:
                 entry.update(status=status[label][0], reason=status[label][1])
             else:
-                entry.update(status="ok", **latency_summary(times[label], audio_seconds))
+                entry.update(status="ok", **latency_stats(times[label], audio_seconds))
                 try:
                     entry["peak_rss_mb"] = round(worker.call("memory")["peak_rss_mb"], 1)
                 except WorkerError:
@@ -551,12 +420,12 @@ def _run_lengths(workers: list[Worker], settings: BenchSettings, model: dict[str
     return results
 
 
-def _reference_worker(workers: list[Worker]) -> Worker:
+def _reference_worker(workers: list[SourceWorker]) -> SourceWorker:
     """The accuracy reference: the first eager fp32 source, else the first source."""
     return next((w for w in workers if w.spec.kind == "eager-fp32"), workers[0])
 
 
-def _in_run_accuracy(workers: list[Worker], reference: Worker, key: str, model: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+def _in_run_accuracy(workers: list[SourceWorker], reference: SourceWorker, key: str, model: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
     from ..verify.metrics import compare
 
     if reference.spec.label in status:
@@ -585,7 +454,7 @@ def _in_run_accuracy(workers: list[Worker], reference: Worker, key: str, model: 
     return out
 
 
-def _run_streaming(workers: list[Worker], settings: BenchSettings, model: dict[str, Any], speaker: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _run_streaming(workers: list[SourceWorker], settings: BenchSettings, model: dict[str, Any], speaker: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
     chunk_frames = _frames(settings.chunk_seconds, model)
     chunk_seconds = chunk_frames * model["hop_length"] / model["sample_rate"]
     total_frames = max(chunk_frames, (_frames(settings.stream_seconds, model) // chunk_frames) * chunk_frames)
@@ -616,7 +485,7 @@ def _run_streaming(workers: list[Worker], settings: BenchSettings, model: dict[s
         if label in status:
             entry.update(status=status[label][0], reason=status[label][1])
         else:
-            entry.update(status="ok", **latency_summary(times[label], chunk_seconds))
+            entry.update(status="ok", **latency_stats(times[label], chunk_seconds))
             try:
                 entry["peak_rss_mb"] = round(worker.call("memory")["peak_rss_mb"], 1)
             except WorkerError:

@@ -12,8 +12,8 @@ ONNX exports behave when no dynamic axes are declared, and it is the point of th
 bench exports one per benchmarked length, lazily, in a scratch folder, in a separate process (so
 neither the export's time nor its memory count against the baseline's run).
 
-Each source lives in its own worker process (see ``bench``); this module is what runs inside it.
-Every runner exposes ``describe()``, ``prepare(key, frames, seed, speaker, chunk_frames)``,
+Each source lives in its own worker process (see ``bench``); this module is what runs inside it,
+served by ``SourceServer``. Every runner exposes ``describe()``, ``prepare(key, frames, seed, speaker, chunk_frames)``,
 ``run(key, index) -> audio`` and ``release(key)``.
 """
 
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..machine import peak_memory_mb
 from ..artifact.golden import example_case
 from ..components.synthesizer.inputs import make_noise
 
@@ -220,14 +221,13 @@ class NaiveOnnxRunner(_Runner):
 
     def __init__(self, path: str, threads: int, workdir: str):
         super().__init__()
-        import concurrent.futures
-        import multiprocessing
-
         from ..components.synthesizer.spec import ModelSpec
+        from ..worker import Worker
 
         self.path, self.threads, self.workdir = path, threads, Path(workdir)
-        self.exporter = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        spec_dict = self.exporter.submit(_checkpoint_spec, path).result()
+        # torch lives in the exporter's process only: its memory never counts against the baseline's.
+        self.exporter = Worker("rvc_compile.worker:FunctionCaller", name=f"naive ONNX exporter for {Path(path).name}")
+        spec_dict = self._export_step(f"{__name__}:_checkpoint_spec", path)
         self.spec = ModelSpec.from_dict(spec_dict, source=path)
         self.sessions: dict[str, Any] = {}
         self.export_s: dict[str, float] = {}
@@ -246,7 +246,7 @@ class NaiveOnnxRunner(_Runner):
         out = self.workdir / f"naive-{Path(self.path).stem}-{frames}.onnx"
         if not out.exists():
             start = time.perf_counter()
-            self.exporter.submit(export_naive_onnx, self.path, frames, str(out)).result()
+            self._export_step(f"{__name__}:export_naive_onnx", self.path, frames, str(out))
             self.export_s[str(frames)] = round(time.perf_counter() - start, 1)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
@@ -269,8 +269,16 @@ class NaiveOnnxRunner(_Runner):
         super().release(key)
         self.sessions.pop(key, None)
 
+    def _export_step(self, target: str, *args: Any) -> Any:
+        from ..worker import WorkerError
+
+        try:
+            return self.exporter.call("call", target=target, args=args)
+        except WorkerError as exc:
+            raise exc.unwrap() from None  # an unreadable checkpoint stays the user error it is
+
     def close(self) -> None:
-        self.exporter.shutdown(wait=True, cancel_futures=True)
+        self.exporter.stop()
 
 
 def _model_info(spec: Any) -> dict[str, Any]:
@@ -327,3 +335,51 @@ def open_runner(spec: SourceSpec, threads: int, workdir: str) -> _Runner:
     if spec.kind == "naive-onnx":
         return NaiveOnnxRunner(spec.path, threads, workdir)
     return EagerRunner(spec.path, threads, bf16=spec.kind == "eager-bf16")
+
+
+class SourceServer:
+    """One source inside its worker process (the ``rvc_compile.worker`` handler ``bench`` starts).
+
+    Loads the source once; each method is one request from the parent. ``run`` times the model call
+    alone and returns seconds; the audio of a run asked to ``keep`` it is fetched later with ``output``
+    (for the in-run accuracy), so timing never includes sending audio between processes.
+    """
+
+    def __init__(self, spec: SourceSpec, threads: int, workdir: str):
+        start = time.perf_counter()
+        self.runner = open_runner(spec, threads, workdir)
+        self.info = dict(self.runner.info)
+        self.info.setdefault("load_s", time.perf_counter() - start)
+        self.outputs: dict[str, np.ndarray] = {}
+
+    def ready(self) -> dict[str, Any]:
+        return {"info": self.info, "rss_mb": peak_memory_mb()}
+
+    def prepare(self, **args: Any) -> int:
+        return self.runner.prepare(**args)
+
+    def run(self, key: str, index: int = 0, keep: bool = False) -> float:
+        start = time.perf_counter()
+        audio = self.runner.run(key, index)
+        elapsed = time.perf_counter() - start
+        if keep:
+            self.outputs[key] = np.asarray(audio, dtype=np.float32).reshape(-1)
+        return elapsed
+
+    def output(self, key: str) -> np.ndarray | None:
+        return self.outputs.pop(key, None)
+
+    def release(self, key: str) -> None:
+        self.runner.release(key)
+        self.outputs.pop(key, None)
+
+    def memory(self) -> dict[str, float]:
+        return {"peak_rss_mb": peak_memory_mb()}
+
+    def latest_info(self) -> dict[str, Any]:
+        """The runner's info now (a naive export records its size and export time as lengths are prepared)."""
+        return dict(self.runner.info)
+
+    def close(self) -> None:
+        if hasattr(self.runner, "close"):
+            self.runner.close()

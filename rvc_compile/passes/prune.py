@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Mapping
 
 from ..errors import BuildError, RecipeError
 from .base import GraphState, Pass, register
@@ -30,18 +30,41 @@ class PruningParams:
     def ratios(self) -> dict[str, float]:
         return {"decoder": self.decoder, "encoder": self.encoder, "flow": self.flow}
 
-    def check(self, where: str) -> None:
-        from ..compress.prune import check_ratios
+    @classmethod
+    def from_ratios(cls, ratios: Mapping[str, float], *, importance: str = "l2", round_to: int = 1, where: str = "pruning") -> "PruningParams":
+        """Checked params from a ratio per group (groups left out are not pruned)."""
+        from ..compress.prune import GROUPS
 
-        check_ratios(self.ratios(), where)
-        if self.round_to < 1:
-            raise RecipeError(f"{where}.round_to: {self.round_to} must be at least 1")
+        for group in ratios:
+            if group not in GROUPS:
+                raise RecipeError.at(where, f"unknown group {group!r} (expected one of {', '.join(GROUPS)})")
+        params = cls(**{group: ratios.get(group, 0.0) for group in GROUPS}, importance=importance, round_to=round_to)  # type: ignore[arg-type]
+        params.check(where)
+        return params
+
+    def check(self, where: str = "pruning") -> None:
+        """The one validation of these params (the pass, the prune recipe and ``prune_model`` all use it);
+        RecipeError names ``where`` + the field (``pruning.decoder``) in its message and its ``key``."""
+        from ..compress.prune import IMPORTANCE_KINDS
+
+        for group, ratio in self.ratios().items():
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio < 1.0:
+                raise RecipeError.at(f"{where}.{group}", f"ratio {ratio!r} must be in [0, 1)")
+        if self.importance not in IMPORTANCE_KINDS:
+            raise RecipeError.at(f"{where}.importance", f"{self.importance!r} is not one of {', '.join(IMPORTANCE_KINDS)}")
+        if isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1:
+            raise RecipeError.at(f"{where}.round_to", f"{self.round_to!r} must be at least 1")
 
 
 @dataclass
 class PruneParams(PruningParams):
     calibration_count: int = 4  # activation importance: generated example inputs ...
     calibration_seconds: float = 2.0  # ... of this length
+
+    def check(self, where: str = "passes.prune") -> None:
+        super().check(where)
+        if self.importance == "activation" and (self.calibration_count < 1 or self.calibration_seconds <= 0):
+            raise RecipeError.at(where, "activation importance needs calibration_count >= 1 and calibration_seconds > 0")
 
 
 @register
@@ -64,8 +87,6 @@ class Prune(Pass):
             raise BuildError("passes.prune: must run before polyphase_upsample (it rebuilds the model from plain weights)")
         cases = []
         if params.importance == "activation":
-            if params.calibration_count < 1 or params.calibration_seconds <= 0:
-                raise RecipeError("passes.prune: activation importance needs calibration_count >= 1 and calibration_seconds > 0")
             frames = max(2, int(round(params.calibration_seconds * state.spec.frames_per_second)))
             cases = [example_case(state.spec.feature_dim, frames, seed=1000 + i) for i in range(params.calibration_count)]
         old = state.model

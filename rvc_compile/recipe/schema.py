@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+from ..artifact.manifest import NAME_RULE, VERSION_RULE, is_valid_name, is_valid_version
 from ..errors import RecipeError, first_line
+from ..hashing import is_sha256_hex
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NOISE = re.compile(r"^(zero|seed:\d+)$")
 F0_RANGE_HZ = (50.0, 1100.0)  # the pitch range RVC extracts and maps to coarse pitch
 # A recipe holds a few hundred values; YAML aliases can make a small file expand to billions
@@ -490,11 +489,11 @@ def _convert_pass(value: dict[str, Any], path: tuple, located: _Located, base: P
 # -- semantic checks -----------------------------------------------------------------------------
 
 def _validate(recipe: Recipe, located: _Located) -> None:
-    if not _NAME.match(recipe.name):
-        raise located.error(("name",), f"{_short(recipe.name)}: use letters, digits, '.', '_' or '-' (at most 100 characters)")
-    if not _SEMVER.match(recipe.version):
-        raise located.error(("version",), f"{_short(recipe.version)} is not a semantic version (MAJOR.MINOR.PATCH)")
-    if recipe.source.sha256 is not None and not _SHA256.match(recipe.source.sha256):
+    if not is_valid_name(recipe.name):
+        raise located.error(("name",), f"{_short(recipe.name)}: {NAME_RULE}")
+    if not is_valid_version(recipe.version):
+        raise located.error(("version",), f"{_short(recipe.version)} {VERSION_RULE}")
+    if recipe.source.sha256 is not None and not is_sha256_hex(recipe.source.sha256):
         raise located.error(("source", "sha256"), "expected 64 lowercase hex digits")
     if not 1 <= recipe.target.threads <= MAX_THREADS:
         raise located.error(("target", "threads"), f"must be between 1 and {MAX_THREADS}")

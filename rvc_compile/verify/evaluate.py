@@ -6,7 +6,6 @@ numpy only, so verify and the runtime never need torch.
 from __future__ import annotations
 
 import gc
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..artifact.golden import example_case, load_case
+from ..machine import peak_memory_mb
 from .metrics import check_budget, compare, latency_stats, smallest_passing_budget
 
 
@@ -41,22 +41,6 @@ def golden_accuracy(voice: Any, artifact_dir: Path, manifest: dict[str, Any], bu
         "failures": failures,
         "passed": not failures,
     }
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far, in MB.
-
-    Linux's VmHWM is this process's own high-water mark; ``ru_maxrss`` would carry over the peak of the
-    parent that forked it (the build), so it is only the fallback elsewhere (where it reports KiB).
-    """
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def measure_latency(

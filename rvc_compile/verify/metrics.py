@@ -251,16 +251,28 @@ def smallest_passing_budget(cases: list[dict[str, Any]]) -> dict[str, float | No
 
 # -- latency -------------------------------------------------------------------------------------
 
-def latency_stats(times_s: list[float], audio_seconds: float) -> dict[str, Any]:
-    """Percentiles in milliseconds and real-time factors (compute time / audio duration)."""
-    times = np.asarray(times_s, dtype=np.float64)
+def latency_stats(times_s: Iterable[float], audio_seconds: float) -> dict[str, Any]:
+    """Latency of repeated calls: the one summary of build reports, ``verify`` and ``bench``.
+
+    ``runs``; ``min_ms``, ``p50_ms``, ``p90_ms``, ``p99_ms``, ``max_ms`` and ``mean_ms`` in milliseconds;
+    ``rtf_p50``, ``rtf_p90``, ``rtf_p99``: real-time factors (compute time / ``audio_seconds`` of audio per
+    call; per chunk in streaming). Percentiles interpolate linearly between runs (numpy's default).
+    """
+    times = np.asarray(list(times_s), dtype=np.float64)
+    if times.size == 0:
+        raise ValueError("latency_stats: no timed runs")
+    if not audio_seconds > 0:
+        raise ValueError(f"latency_stats: audio_seconds {audio_seconds} must be positive")
     p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
     return {
         "runs": int(times.size),
+        "min_ms": float(times.min()) * 1e3,
         "p50_ms": p50 * 1e3,
         "p90_ms": p90 * 1e3,
         "p99_ms": p99 * 1e3,
+        "max_ms": float(times.max()) * 1e3,
         "mean_ms": float(times.mean()) * 1e3,
         "rtf_p50": p50 / audio_seconds,
         "rtf_p90": p90 / audio_seconds,
+        "rtf_p99": p99 / audio_seconds,
     }

@@ -16,7 +16,6 @@ container has been checked for sizes that would exhaust memory.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import CheckpointError, first_line
+from ...hashing import sha256_file
 from .spec import CONFIG_FIELDS, FEATURE_DIM, SAMPLE_RATE_TAGS, ModelSpec, from_config_list, official_config, with_channels
 
 # Far above any RVC checkpoint (a v2 training checkpoint with optimizer state is ~0.5 GB).
@@ -78,14 +78,6 @@ class Checkpoint:
     weight_norm_style: str | None = None  # "weight_g/weight_v", "parametrizations", or None (folded)
     pruning: dict[str, Any] | None = None  # pruned checkpoints: what was removed, from which source
     distillation: dict[str, Any] | None = None  # pruned checkpoints: how it was fine-tuned, if it was
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _describe(value: Any) -> str:
