@@ -118,6 +118,26 @@ def test_cli_bad_source_exits_2_with_one_line(tmp_path, checkpoint):
     assert_user_error(run_cli("bench", checkpoint, "--speaker", "99", "--no-floor"), "--speaker 99", "out of range")
 
 
+def test_sources_must_take_the_same_inputs(checkpoint, checkpoint_factory):
+    """The parent's check on what the workers report: one component, inputs that fit every source, one speaker."""
+    from types import SimpleNamespace
+
+    from rvc_compile.measure.bench import _common_model
+    from rvc_compile.measure.sources import load_checkpoint_source, model_info
+
+    def worker(path, **facts):
+        component, loaded = load_checkpoint_source(path)
+        return SimpleNamespace(spec=parse_source(str(path)), info={**model_info(component, loaded.spec), **facts})
+
+    v2, fixed = worker(checkpoint), worker(checkpoint, fixed_speaker=2)
+    model, description, speaker = _common_model([v2, fixed], BenchSettings())
+    assert (model.kind, model.frames(0.3), description["feature_dim"], description["has_f0"], speaker) == ("synthesizer", 30, 768, True, 2)
+    with pytest.raises(InputError, match=r"a different model from .*feature_dim 256 vs 768, has_f0 False vs True.*bench one model per run"):
+        _common_model([v2, worker(checkpoint_factory(version="v1", f0=False))], BenchSettings())
+    with pytest.raises(InputError, match="--speaker 1: .* is built for speaker 2 only"):
+        _common_model([v2, fixed], BenchSettings(speaker=1))
+
+
 # -- the naive baseline ----------------------------------------------------------------------------
 
 def test_naive_onnx_is_a_single_length_trace(checkpoint, tmp_path):

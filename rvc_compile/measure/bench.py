@@ -8,19 +8,24 @@ How it measures (the same for every source, every number in one run):
   Separate processes are what make peak memory per source meaningful: a worker's resident-set
   high-water mark (``machine.peak_memory_mb``, Linux's ``VmHWM``) is its source's alone. Lengths run
   shortest first, so the peak read after a length is the peak at that length.
-- Inputs are identical for all sources: every worker builds them from the same (frames, seed) with
-  ``golden.example_case`` (real content features, a phrase f0 contour) and seeded noise
-  (``inputs.make_noise``); sources built for a fixed speaker set the speaker for all.
+- Sources are of one component (``components/``): a synthesizer checkpoint and its artifacts, or the
+  artifacts of any other component; their inputs must fit all of them (``_common_model``).
+- Inputs are identical for all sources: every worker builds them from the same (frames, seed) with the
+  component's ``example_inputs`` (for the synthesizer: real content features, a phrase f0 contour and
+  seeded noise); sources built for a fixed speaker set the speaker for all.
 - Per length: every source is warmed up, then the repetitions are interleaved round-robin (A B C A B
   C ...), so drift in the machine (other load, thermal state) hits all sources alike. Timing is taken
   inside the worker around the model call only (``time.perf_counter``).
-- Streaming (``chunk_seconds``): the input is split into consecutive chunks of that length; each chunk
-  call is timed; latency percentiles are per chunk and the real-time factor is time / chunk duration.
+- Streaming (``chunk_seconds``): the input is split into consecutive chunks of that length, along the
+  time axis of each input (the component's signature); each chunk call is timed; latency percentiles
+  are per chunk and the real-time factor is time / chunk duration.
+- In-run accuracy: the component's ``compare`` against the reference source on the same input.
 - A source that cannot run a length (an artifact's frame range, a shape it was not built for) is
   reported "n/a" with the reason; a source that crashes is "failed"; neither stops the run.
 
 The result is a JSON-able dict (schema ``rvc-compile-bench/1``, see ``docs/PERFORMANCE.md``) and
-``format_table`` renders it. torch is imported only where a FLOP count or the floor needs it.
+``format_table`` renders it. "Seconds" are seconds of input at the component's ``frames_per_second``
+(for the synthesizer, seconds of audio). torch is imported only where a FLOP count or the floor needs it.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ LIBRARIES = ("torch", "onnxruntime", "openvino", "numpy")
 DEFAULT_SECONDS = (0.5, 2.0, 10.0)
 SETTLE_S = 0.01  # pause before each timed call: idle thread pools of the previous source stop spinning
 LINEARITY_TOLERANCE = 1.10  # RTF at the longest length may exceed RTF at 2 s by at most 10 %
-FLOP_COUNT_FRAMES = 200  # FLOPs per second of audio are counted at 2 s
+FLOP_COUNT_FRAMES = 200  # an artifact's graph is counted at 200 frames (2 s of synthesizer audio)
+SHAPE_CHECK_FRAMES = 8  # sources must take inputs of the same shapes (checked at this many frames)
 
 
 @dataclasses.dataclass
@@ -90,6 +96,8 @@ class SourceWorker:
         self.spec = spec
         self.worker = Worker("rvc_compile.measure.sources:SourceServer", spec, threads, workdir, name=f"bench worker for {spec.label}")
         self.info: dict[str, Any] = {}
+        self.component: Any = None  # the source's component and spec, rebuilt here from ``info`` (``_common_model``)
+        self.model_spec: Any = None
 
     def loaded(self) -> dict[str, Any]:
         payload = self.worker.ready()
@@ -114,38 +122,98 @@ def _raise_user_error(spec: SourceSpec, failure: Failure) -> None:
     raise cls(f"{spec.text}: {failure.message}") from None
 
 
+# -- the model every source runs ------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class BenchModel:
+    """The model all sources of a run share (their inputs fit all of them): the first source's component
+    and spec, rebuilt in the parent from its worker's ``info``."""
+
+    component: Any
+    spec: Any
+    frames_per_second: float
+
+    @property
+    def kind(self) -> str:
+        return self.component.KIND
+
+    def frames(self, seconds: float) -> int:
+        return max(1, int(round(seconds * self.frames_per_second)))
+
+    def seconds(self, frames: int) -> float:
+        return frames / self.frames_per_second
+
+
+def shared_fields(component: Any, spec: Any) -> dict[str, Any]:
+    """What every source of a run must share so one set of inputs fits all and their outputs compare."""
+    if component.KIND == "synthesizer":  # the fields its inputs and audio metrics depend on, named as bench always has
+        return {"sample_rate": spec.sampling_rate, "hop_length": spec.hop_length, "feature_dim": spec.feature_dim,
+                "has_f0": spec.f0, "inter_channels": spec.inter_channels}
+    arrays = component.example_inputs(spec, SHAPE_CHECK_FRAMES, 0)
+    fields: dict[str, Any] = {"frames_per_second": float(component.frames_per_second(spec))}
+    fields.update({f"{name} at {SHAPE_CHECK_FRAMES} frames": f"{array.dtype} {list(array.shape)}" for name, array in arrays.items()})
+    fields[f"output at {SHAPE_CHECK_FRAMES} frames"] = int(component.output_samples(spec, SHAPE_CHECK_FRAMES))
+    return fields
+
+
+def accuracy_keys(component: Any) -> list[str]:
+    """The in-run accuracy's metrics: every metric the component's budgets read, and the length mismatch."""
+    keys = list(dict.fromkeys(metric for metric, _ in component.BUDGET_KEYS.values()))
+    return keys + ["length_mismatch"]
+
+
 # -- statistics and floor ------------------------------------------------------------------------
 
-def source_flops_per_second(spec: SourceSpec, info: dict[str, Any], model_spec: Any) -> tuple[float | None, str]:
-    """FLOPs per second of audio: counted on the artifact's own graph, else on the checkpoint's model."""
-    from .floor import graph_flops, model_flops
+def graph_shapes(signature: Any, frames: int) -> dict[str, list[int]]:
+    """Concrete shapes of a signature's inputs at ``frames`` (a time axis of k samples per frame: frames * k)."""
+    shapes = {}
+    for tensor in signature.inputs:
+        shapes[tensor.name] = [dim if isinstance(dim, int) else frames * (int(dim.split("*", 1)[1]) if "*" in dim else 1) for dim in tensor.shape]
+    return shapes
 
+
+def model_flops_at(component: Any, spec: Any, frames: int) -> float:
+    """FLOPs of the component's eager model at ``frames``, counted on the meta device (shapes only, no weights)."""
+    import torch
+
+    from .flops import torch_flops
+
+    names = list(component.input_names(spec))
+    feed = component.graph_feed(spec, component.example_inputs(spec, frames, 0), names)
+    inputs = [torch.from_numpy(np.ascontiguousarray(feed[name])).to("meta") for name in names]
+    with torch.device("meta"):  # tensors the forward makes are meta too
+        return torch_flops(component.build_model(spec, None), inputs)[0]
+
+
+def source_flops_per_second(spec: SourceSpec, info: dict[str, Any], component: Any, model_spec: Any,
+                            weights: Callable[[str], Any] | None = None) -> tuple[float | None, str]:
+    """FLOPs per second of input: counted on the artifact's own graph (the component's signature at
+    ``FLOP_COUNT_FRAMES``), else by the component (``flops_per_second``) on the checkpoint's weights
+    (``weights(path)`` loads them)."""
+    from .flops import graph_flops
+
+    if spec.kind != "artifact":
+        if weights is None:
+            return None, "not counted (no weights)"
+        return float(component.flops_per_second(model_spec, weights(spec.path))["total"]), f"checkpoint model ({component.KIND} component's count)"
     frames = FLOP_COUNT_FRAMES
     frame_range = info.get("frames") or {}
     if frame_range:
         frames = min(max(frames, int(frame_range.get("min", frames))), int(frame_range.get("max", frames)))
-    seconds = frames * info["hop_length"] / info["sample_rate"]
-    if spec.kind == "artifact":
-        import json
+    seconds = frames / float(component.frames_per_second(model_spec))
+    import json
 
-        manifest = json.loads((Path(spec.path) / "manifest.json").read_text())
-        graphs = [name for name in manifest["backend"].get("files", {}).values() if name.endswith((".onnx", ".xml"))]
-        if graphs:
-            shapes = {
-                "features": [1, frames, info["feature_dim"]], "f0": [1, frames], "speaker": [1],
-                "prior_noise": [1, info["inter_channels"], frames], "source_noise": [1, frames * info["hop_length"]],
-                "excitation": [1, frames * info["hop_length"]],  # the host-side NSF source's graph input
-            }
-            try:
-                return graph_flops(Path(spec.path) / graphs[0], shapes) / seconds, f"artifact graph {graphs[0]} at {frames} frames"
-            except Exception as exc:  # an op OpenVINO cannot read: fall back to the model count, say so
-                fallback = f"model (graph unreadable: {type(exc).__name__})"
-        else:
-            fallback = "model (no graph file to count)"
-        if model_spec is None:
-            return None, fallback
-        return model_flops(model_spec, frames)["total"] / seconds, fallback
-    return model_flops(model_spec, frames)["total"] / seconds, f"checkpoint model at {frames} frames"
+    manifest = json.loads((Path(spec.path) / "manifest.json").read_text())
+    graphs = [name for name in manifest["backend"].get("files", {}).values() if name.endswith((".onnx", ".xml"))]
+    if graphs:
+        shapes = graph_shapes(component.signature(model_spec, list(info["input_names"])), frames)
+        try:
+            return graph_flops(Path(spec.path) / graphs[0], shapes) / seconds, f"artifact graph {graphs[0]} at {frames} frames"
+        except Exception as exc:  # an op OpenVINO cannot read: fall back to the model count, say so
+            fallback = f"model at {frames} frames (graph unreadable: {type(exc).__name__})"
+    else:
+        fallback = f"model at {frames} frames (no graph file to count)"
+    return model_flops_at(component, model_spec, frames) / seconds, fallback
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -175,19 +243,19 @@ def run_bench(sources: list[str] | list[SourceSpec], settings: BenchSettings | N
                     if exc.failure.user_error:
                         _raise_user_error(spec, exc.failure)
                     raise InputError(f"{spec.text}: cannot be loaded ({exc.failure.type}: {exc.failure.message[:200]})") from None
-            model_info, speaker = _common_model(workers, settings)
+            model, model_info, speaker = _common_model(workers, settings)
             log("loaded " + ", ".join(f"{w.spec.label} ({w.spec.kind}, {w.info.get('load_s', 0):.1f} s)" for w in workers))
             if settings.floor and peaks is None:
                 from .floor import measure_peaks
 
                 log(f"measuring peak fp32/bf16/int8 matrix-product rates on {settings.threads} threads")
                 peaks = measure_peaks(settings.threads)
-            model_spec = _model_spec(specs)
-            source_records = [_source_record(w, model_spec) for w in workers]
+            weights = _checkpoint_weights()
+            source_records = [_source_record(w, weights) for w in workers]
             if settings.chunk_seconds is not None:
-                results = _run_streaming(workers, settings, model_info, speaker, log)
+                results = _run_streaming(workers, settings, model, speaker, log)
             else:
-                results = _run_lengths(workers, settings, model_info, speaker, log)
+                results = _run_lengths(workers, settings, model, speaker, log)
             for worker, record in zip(workers, source_records):
                 try:
                     latest = worker.call("latest_info")
@@ -210,7 +278,7 @@ def run_bench(sources: list[str] | list[SourceSpec], settings: BenchSettings | N
             "mode": "streaming" if settings.chunk_seconds is not None else "lengths",
             "speaker": speaker,
             "noise": f"seed:{settings.seed}",
-            "inputs": "golden.example_case (real content features, phrase f0 contour) + inputs.make_noise, identical for every source",
+            "inputs": f"the {model.kind} component's example_inputs (frames, seed {settings.seed}, noise seed:{settings.seed}), identical for every source",
             "timing": "per call inside each source's worker process; warm-up first, then repetitions interleaved round-robin across sources",
             "memory": "peak resident set of each source's own worker process (lengths run shortest first)",
         },
@@ -235,15 +303,27 @@ def _check_settings(settings: BenchSettings) -> None:
         raise InputError(f"--seconds: lengths must be positive, got {list(settings.seconds)}")
 
 
-def _common_model(workers: list[SourceWorker], settings: BenchSettings) -> tuple[dict[str, Any], int]:
-    """The model shape all sources share (inputs must fit all of them) and the speaker to use."""
-    keys = ("sample_rate", "hop_length", "feature_dim", "has_f0", "inter_channels")
-    first = workers[0].info
+def _common_model(workers: list[SourceWorker], settings: BenchSettings) -> tuple[BenchModel, dict[str, Any], int]:
+    """The model all sources share (inputs must fit all of them), its description for the result, and
+    the speaker to use. Sets each worker's ``component`` and ``model_spec``."""
+    from ..components import get_component
+
+    for worker in workers:
+        worker.component = get_component(worker.info["kind"], for_build=False)
+        worker.model_spec = worker.component.spec_from_dict(worker.info["spec"], source=worker.spec.text)
+    head = workers[0]
     for worker in workers[1:]:
-        different = [k for k in keys if worker.info[k] != first[k]]
+        if worker.component.KIND != head.component.KIND:
+            raise InputError(
+                f"{worker.spec.text}: a {worker.component.KIND} model, {head.spec.text} a {head.component.KIND} model; bench one model per run"
+            )
+    first = shared_fields(head.component, head.model_spec)
+    for worker in workers[1:]:
+        fields = shared_fields(worker.component, worker.model_spec)
+        different = [k for k in first if fields.get(k) != first[k]]
         if different:
             raise InputError(
-                f"{worker.spec.text}: a different model from {workers[0].spec.text} ({', '.join(f'{k} {worker.info[k]} vs {first[k]}' for k in different)}); bench one model per run"
+                f"{worker.spec.text}: a different model from {head.spec.text} ({', '.join(f'{k} {fields.get(k)} vs {first[k]}' for k in different)}); bench one model per run"
             )
     fixed = {w.spec.text: w.info.get("fixed_speaker") for w in workers if w.info.get("fixed_speaker") is not None}
     if len(set(fixed.values())) > 1:
@@ -251,38 +331,44 @@ def _common_model(workers: list[SourceWorker], settings: BenchSettings) -> tuple
     speaker = next(iter(fixed.values())) if fixed else (settings.speaker or 0)
     if settings.speaker is not None and settings.speaker != speaker:
         raise InputError(f"--speaker {settings.speaker}: {next(iter(fixed))} is built for speaker {speaker} only")
-    n_speakers = min(int(w.info["n_speakers"]) for w in workers)
-    if not 0 <= speaker < n_speakers:
-        raise InputError(f"--speaker {speaker}: out of range (the model has {n_speakers} speakers)")
-    return {k: first[k] for k in keys}, int(speaker)
+    speakers = [int(w.info["n_speakers"]) for w in workers if w.info.get("n_speakers") is not None]
+    if not speakers:
+        if settings.speaker:
+            raise InputError(f"--speaker {settings.speaker}: {head.component.KIND} models have no speakers")
+    else:
+        n_speakers = min(speakers)
+        if not 0 <= speaker < n_speakers:
+            raise InputError(f"--speaker {speaker}: out of range (the model has {n_speakers} speakers)")
+    model = BenchModel(head.component, head.model_spec, float(head.component.frames_per_second(head.model_spec)))
+    description = {
+        "kind": model.kind,
+        "describe": head.info.get("describe"),
+        "frames_per_second": model.frames_per_second,
+        **first,
+        "spec": head.info["spec"],
+    }
+    return model, description, int(speaker)
 
 
-def _model_spec(specs: list[SourceSpec]) -> Any:
-    """The ModelSpec for FLOP counts: from a checkpoint source, else from an artifact's manifest."""
-    import json
+def _checkpoint_weights() -> Callable[[str], Any]:
+    """``weights(path)``: a checkpoint SOURCE's weights, read once per file (for the component's FLOP count)."""
+    from .sources import load_checkpoint_source
 
-    from ..components.synthesizer.spec import ModelSpec
+    loaded: dict[str, Any] = {}
 
-    for spec in specs:
-        if spec.kind == "artifact":
-            manifest = json.loads((Path(spec.path) / "manifest.json").read_text())
-            try:
-                return ModelSpec.from_dict(manifest["source"], source=spec.path)
-            except (KeyError, TypeError, RvcCompileError):
-                continue
-    for spec in specs:
-        if spec.kind != "artifact":
-            from ..components.synthesizer.checkpoint import load_checkpoint
+    def weights(path: str) -> Any:
+        if path not in loaded:
+            loaded[path] = load_checkpoint_source(path)[1].weights
+        return loaded[path]
 
-            return load_checkpoint(spec.path).spec
-    return None
+    return weights
 
 
-def _source_record(worker: SourceWorker, model_spec: Any) -> dict[str, Any]:
+def _source_record(worker: SourceWorker, weights: Callable[[str], Any] | None = None) -> dict[str, Any]:
     spec, info = worker.spec, worker.info
     flops, counted = (None, "not counted")
     try:
-        flops, counted = source_flops_per_second(spec, info, model_spec)
+        flops, counted = source_flops_per_second(spec, info, worker.component, worker.model_spec, weights)
     except Exception as exc:  # a count that cannot be made leaves the floor ratio empty, nothing else
         counted = f"not counted ({type(exc).__name__})"
     record = {
@@ -296,7 +382,7 @@ def _source_record(worker: SourceWorker, model_spec: Any) -> dict[str, Any]:
         "load_s": info.get("load_s"),
         "fixed_speaker": info.get("fixed_speaker"),
         "frames": info.get("frames"),
-        "gflop_per_second_of_audio": None if flops is None else round(flops / 1e9, 3),
+        "gflop_per_second_of_audio": None if flops is None else float(f"{flops / 1e9:.4g}"),  # 4 significant digits: tiny networks too
         "flops_counted_from": counted,
         "report": _artifact_report(spec) if spec.kind == "artifact" else None,
     }
@@ -335,10 +421,6 @@ def _artifact_report(spec: SourceSpec) -> dict[str, Any] | None:
     }
 
 
-def _frames(seconds: float, info: dict[str, Any]) -> int:
-    return max(1, int(round(seconds * info["sample_rate"] / info["hop_length"])))
-
-
 def _failure(exc: WorkerError) -> tuple[str, str]:
     failure = exc.failure
     if failure.user_error:
@@ -358,20 +440,20 @@ def _warm(workers: list[SourceWorker], key: str, calls: int, warmup: int, status
             status[worker.spec.label] = _failure(exc)
 
 
-def _run_lengths(workers: list[SourceWorker], settings: BenchSettings, model: dict[str, Any], speaker: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def _run_lengths(workers: list[SourceWorker], settings: BenchSettings, model: BenchModel, speaker: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
     results = []
     reference = _reference_worker(workers)
     accuracy_length = min(settings.seconds, key=lambda s: abs(s - settings.accuracy_seconds))
     for seconds in sorted(settings.seconds):
-        frames = _frames(seconds, model)
-        audio_seconds = frames * model["hop_length"] / model["sample_rate"]
+        frames = model.frames(seconds)
+        input_seconds = model.seconds(frames)
         key = f"len-{frames}"
         repeats = settings.repeats_for(seconds)
         status: dict[str, tuple[str, str]] = {
             w.spec.label: ("skipped", f"not run above {settings.max_seconds.get(w.spec.label, settings.max_seconds.get(w.spec.kind)):g} s (time budget)")
             for w in workers if not settings.runs_at(w.spec, seconds)
         }
-        log(f"{audio_seconds:g} s ({frames} frames): preparing inputs" + (" and naive exports" if any(w.spec.kind == "naive-onnx" for w in workers) else ""))
+        log(f"{input_seconds:g} s ({frames} frames): preparing inputs" + (" and naive exports" if any(w.spec.kind == "naive-onnx" for w in workers) else ""))
         for worker in workers:
             if worker.spec.label in status:
                 continue
@@ -380,7 +462,7 @@ def _run_lengths(workers: list[SourceWorker], settings: BenchSettings, model: di
             except WorkerError as exc:
                 status[worker.spec.label] = _failure(exc)
         warmup = settings.warmup if settings.warmup_max_seconds is None or seconds <= settings.warmup_max_seconds + 1e-9 else 0
-        log(f"{audio_seconds:g} s: warm-up ({warmup} run each), then {repeats} interleaved runs of {len(workers)} sources")
+        log(f"{input_seconds:g} s: warm-up ({warmup} run each), then {repeats} interleaved runs of {len(workers)} sources")
         _warm(workers, key, 1, warmup, status)
         times: dict[str, list[float]] = {w.spec.label: [] for w in workers}
         keep_output = seconds == accuracy_length
@@ -396,11 +478,11 @@ def _run_lengths(workers: list[SourceWorker], settings: BenchSettings, model: di
         accuracy = _in_run_accuracy(workers, reference, key, model, status) if keep_output else {}
         for worker in workers:
             label = worker.spec.label
-            entry: dict[str, Any] = {"source": label, "seconds": audio_seconds, "frames": frames}
+            entry: dict[str, Any] = {"source": label, "seconds": input_seconds, "frames": frames}
             if label in status:
                 entry.update(status=status[label][0], reason=status[label][1])
             else:
-                entry.update(status="ok", **latency_stats(times[label], audio_seconds))
+                entry.update(status="ok", **latency_stats(times[label], input_seconds))
                 try:
                     entry["peak_rss_mb"] = round(worker.call("memory")["peak_rss_mb"], 1)
                 except WorkerError:
@@ -425,39 +507,36 @@ def _reference_worker(workers: list[SourceWorker]) -> SourceWorker:
     return next((w for w in workers if w.spec.kind == "eager-fp32"), workers[0])
 
 
-def _in_run_accuracy(workers: list[SourceWorker], reference: SourceWorker, key: str, model: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-    from ..verify.metrics import compare
-
+def _in_run_accuracy(workers: list[SourceWorker], reference: SourceWorker, key: str, model: BenchModel, status: dict[str, Any]) -> dict[str, Any]:
+    """The component's metrics (``compare``) of every source's kept output against the reference's."""
+    keys = accuracy_keys(model.component)
     if reference.spec.label in status:
         return {}
     try:
-        reference_audio = reference.call("output", key=key)
+        reference_output = reference.call("output", key=key)
     except WorkerError:
         return {}
-    if reference_audio is None:
+    if reference_output is None:
         return {}
     out = {}
     for worker in workers:
         if worker.spec.label in status:
             continue
         try:
-            audio = reference_audio if worker is reference else worker.call("output", key=key)
+            output = reference_output if worker is reference else worker.call("output", key=key)
         except WorkerError:
             continue
-        if audio is None:
+        if output is None:
             continue
-        metrics = compare(reference_audio, audio, model["sample_rate"])
-        out[worker.spec.label] = {
-            "reference": reference.spec.label,
-            **{k: metrics.get(k) for k in ("snr_db", "log_mel_db", "mrstft", "f0_cents", "max_abs_error", "length_mismatch")},
-        }
+        metrics = model.component.compare(model.spec, reference_output, output)
+        out[worker.spec.label] = {"reference": reference.spec.label, **{k: metrics.get(k) for k in keys}}
     return out
 
 
-def _run_streaming(workers: list[SourceWorker], settings: BenchSettings, model: dict[str, Any], speaker: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    chunk_frames = _frames(settings.chunk_seconds, model)
-    chunk_seconds = chunk_frames * model["hop_length"] / model["sample_rate"]
-    total_frames = max(chunk_frames, (_frames(settings.stream_seconds, model) // chunk_frames) * chunk_frames)
+def _run_streaming(workers: list[SourceWorker], settings: BenchSettings, model: BenchModel, speaker: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    chunk_frames = model.frames(settings.chunk_seconds)
+    chunk_seconds = model.seconds(chunk_frames)
+    total_frames = max(chunk_frames, (model.frames(settings.stream_seconds) // chunk_frames) * chunk_frames)
     key = f"chunk-{chunk_frames}"
     status: dict[str, tuple[str, str]] = {}
     calls = total_frames // chunk_frames
@@ -565,11 +644,12 @@ def format_table(result: dict[str, Any]) -> str:
     first = result["sources"][0]["label"]
     header = f"  {'source':<36}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'RTF p50':>9}{'speed-up':>9}{'x floor':>9}{'peak MB':>9}{'size MB':>9}"
     streaming = result["settings"]["mode"] == "streaming"
+    what = "audio" if result.get("model", {}).get("kind", "synthesizer") == "synthesizer" else "input"
     for seconds in sorted({r["seconds"] for r in result["results"]}):
         rows = [r for r in result["results"] if r["seconds"] == seconds]
         runs = max((r.get("runs", 0) for r in rows), default=0)
         title = (f"streaming: {seconds:g} s chunks ({rows[0]['frames']} frames, {rows[0].get('chunks')} chunks per pass, {runs} chunk calls); latency per chunk"
-                 if streaming else f"{seconds:g} s of audio ({rows[0]['frames']} frames, {runs} runs)")
+                 if streaming else f"{seconds:g} s of {what} ({rows[0]['frames']} frames, {runs} runs)")
         lines += ["", title, header]
         for row in rows:
             size = sources[row["source"]].get("size_bytes")
@@ -596,14 +676,32 @@ def format_table(result: dict[str, Any]) -> str:
         peaks = "; ".join(f"{p} {_fmt(floor[p]['gops'], '.0f')} GOP/s ({floor[p]['implementation']})" for p in ("fp32", "bf16", "int8") if p in floor)
         lines += ["", f"floor: peak {peaks}, {floor['matrix_size']}x{floor['matrix_size']} matrix products on {floor['threads']} threads"]
         for source in result["sources"]:
-            lines.append(f"  {source['label']:<36}{_fmt(source['gflop_per_second_of_audio'], '.1f')} GFLOP per s of audio ({source['flops_counted_from']}), precision {source['precision']}")
+            lines.append(f"  {source['label']:<36}{_fmt(source['gflop_per_second_of_audio'], '.1f')} GFLOP per s of {what} ({source['flops_counted_from']}), precision {source['precision']}")
     accuracy = [(r["source"], r["accuracy_vs_reference"]) for r in result["results"] if r.get("accuracy_vs_reference")]
     if accuracy:
-        lines += ["", f"accuracy against {accuracy[0][1]['reference']} on the same input (SNR dB / log-mel dB)"]
-        for label, acc in accuracy:
-            snr = "exact" if acc["snr_db"] is None else f"{acc['snr_db']:.1f}"
-            lines.append(f"  {label:<36}{snr:>10}{_fmt(acc['log_mel_db'], '.4f'):>10}")
+        lines += ["", *_accuracy_lines(accuracy)]
     return "\n".join(lines)
+
+
+ACCURACY_TITLES = {"snr_db": "SNR dB", "log_mel_db": "log-mel dB", "max_abs_error": "max abs error"}
+
+
+def _accuracy_lines(accuracy: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Two metrics of the in-run accuracy: SNR and log-mel distance for audio, else the component's first two."""
+    metrics = [k for k in accuracy[0][1] if k not in ("reference", "length_mismatch")]
+    columns = [k for k in ("snr_db", "log_mel_db") if k in metrics] or metrics[:2]
+    if len(columns) == 1 and len(metrics) > 1:
+        columns.append(next(k for k in metrics if k != columns[0]))
+    lines = [f"accuracy against {accuracy[0][1]['reference']} on the same input ({' / '.join(ACCURACY_TITLES.get(k, k) for k in columns)})"]
+    for label, acc in accuracy:
+        cells = []
+        for key in columns:
+            if key == "snr_db":
+                cells.append("exact" if acc[key] is None else f"{acc[key]:.1f}")  # None: identical outputs
+            else:
+                cells.append(_fmt(acc[key], ".4f"))
+        lines.append(f"  {label:<36}" + "".join(f"{cell:>10}" for cell in cells))
+    return lines
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:

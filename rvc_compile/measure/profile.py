@@ -1,6 +1,9 @@
 """Where the time goes: per-module profiles of the eager reference and of a compiled artifact.
 
-Both report the same groups, so the two can be read side by side:
+An artifact of any component profiles: its inputs are the component's (``example_inputs`` ->
+``graph_feed``) and its groups the component's ``profile_group`` (by default a weight's top-level
+module: ``conv_in.weight`` -> conv_in). The eager profile is the synthesizer's. For the synthesizer
+both report the same groups, so the two can be read side by side:
 
     enc_p          content encoder (attention stack over frames)
     flow           reverse coupling flow
@@ -16,7 +19,7 @@ Eager: forward pre/post hooks around each module, wall time per call (CPU execut
 Artifacts: the backend's own profiler, its ``profile`` hook (``backends.base``; ONNX Runtime's session
 profiling, OpenVINO's ``PERF_COUNT``), which times every executed node. A node is tied to a module
 through the name of the weight it reads (``dec.resblocks.7.convs1.0.weight`` -> dec.stage2 when there
-are 3 blocks per stage); the weight is found by walking up through dequantize/convert nodes, so
+are 3 blocks per stage: ``module_group``, the synthesizer adapter's ``profile_group``); the weight is found by walking up through dequantize/convert nodes, so
 quantized graphs map too. An op without weights (activation, add, reshape) belongs to the module that
 produced its first grouped input, so a stage's activations and sums count with that stage.
 FLOPs per group (to show the achieved rate) are counted by ``measure.flops``: on the torch model
@@ -29,7 +32,7 @@ import re
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -38,9 +41,11 @@ from .flops import FLOP_OPS, leaf_modules, op_flops, read_graph, torch_flops
 WEIGHTED_ONNX_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "Gather")
 _MODULE_PATH = re.compile(r"(enc_p|flow|dec|emb_g)(\.[A-Za-z_0-9]+)*")
 
+GroupOf = Callable[[str], "str | None"]  # a weight, node or module name -> its profile group (None: none)
+
 
 def module_group(path: str, blocks_per_stage: int) -> str | None:
-    """The profile group of a parameter or module path (None when it names no known module)."""
+    """The synthesizer's profile group of a parameter or module path (None when it names no known module)."""
     match = _MODULE_PATH.search(path)
     if not match:
         return None
@@ -88,12 +93,11 @@ def _table(times_s: dict[str, float], total_s: float, flops: dict[str, float] | 
     return rows
 
 
-def _inputs_for(spec: Any, frames: int, seed: int, speaker: int, names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Example inputs for the graph inputs ``names`` (default: the eager model's), ``excitation`` included."""
-    from ..capture.export import graph_inputs
-    from ..components.synthesizer.model import input_names
-
-    return graph_inputs(spec, names or input_names(spec), frames, seed, speaker=speaker)
+def _inputs_for(component: Any, spec: Any, frames: int, seed: int, speaker: int, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The component's example inputs as the graph inputs ``names`` (default: the eager model's); for
+    the synthesizer the host-side ``excitation`` included."""
+    names = list(names or component.input_names(spec))
+    return component.graph_feed(spec, component.example_inputs(spec, frames, seed, speaker=speaker), names)
 
 
 # -- eager reference -------------------------------------------------------------------------------
@@ -102,6 +106,7 @@ def profile_reference(checkpoint: str | Path, *, seconds: float = 2.0, threads: 
     """Per-module wall time of the eager fp32 reference at ``seconds`` of audio (mean of ``repeat`` runs)."""
     import torch
 
+    from ..components import get_component
     from ..components.synthesizer.checkpoint import load_checkpoint
     from ..components.synthesizer.model import build_model
 
@@ -111,7 +116,7 @@ def profile_reference(checkpoint: str | Path, *, seconds: float = 2.0, threads: 
     model = build_model(spec, checkpoint.state_dict)
     blocks = len(spec.resblock_kernel_sizes)
     frames = max(1, int(round(seconds * spec.frames_per_second)))
-    inputs = [torch.from_numpy(a) for a in _inputs_for(spec, frames, seed, 0).values()]
+    inputs = [torch.from_numpy(a) for a in _inputs_for(get_component("synthesizer"), spec, frames, seed, 0).values()]
 
     leaves: dict[str, Any] = {"enc_p": model.enc_p, "flow": model.flow, "speaker": model.emb_g}
     dec = model.dec
@@ -188,7 +193,7 @@ def profile_reference(checkpoint: str | Path, *, seconds: float = 2.0, threads: 
 
 # -- artifacts -------------------------------------------------------------------------------------
 
-def _onnx_node_groups(model_path: Path, blocks: int) -> dict[str, str]:
+def _onnx_node_groups(model_path: Path, group_name: GroupOf) -> dict[str, str]:
     """ONNX node name -> profile group, through the (possibly dequantized) weight each node reads."""
     import onnx
 
@@ -198,10 +203,10 @@ def _onnx_node_groups(model_path: Path, blocks: int) -> dict[str, str]:
 
     def group_of(name: str, depth: int = 0) -> str | None:
         if name in initializers:
-            return module_group(name, blocks)
+            return group_name(name)
         node = producers.get(name)
         if node is None or depth > 4:
-            return module_group(name, blocks)
+            return group_name(name)
         for value in node.input:
             found = group_of(value, depth + 1)
             if found:
@@ -223,7 +228,7 @@ def _onnx_node_groups(model_path: Path, blocks: int) -> dict[str, str]:
     return groups
 
 
-def _ov_weight_group(op: Any, blocks: int) -> str | None:
+def _ov_weight_group(op: Any, group_name: GroupOf) -> str | None:
     """The group of an OpenVINO op, from the name of the constant its weight input comes from."""
     frontier = [op.input_value(i).get_node() for i in range(1, op.get_input_size())]
     for _ in range(6):
@@ -231,7 +236,7 @@ def _ov_weight_group(op: Any, blocks: int) -> str | None:
         for node in frontier:
             names = [node.get_friendly_name(), *(n for port in node.outputs() for n in port.get_names())]
             for name in names:
-                found = module_group(name, blocks)
+                found = group_name(name)
                 if found:
                     return found
             following += [node.input_value(i).get_node() for i in range(node.get_input_size())]
@@ -239,7 +244,7 @@ def _ov_weight_group(op: Any, blocks: int) -> str | None:
     return None
 
 
-def _graph_group_flops(model_path: Path, shapes: dict[str, list[int]], blocks: int) -> tuple[dict[str, float], dict[str, str]]:
+def _graph_group_flops(model_path: Path, shapes: dict[str, list[int]], group_name: GroupOf) -> tuple[dict[str, float], dict[str, str]]:
     """FLOPs per group of a graph (OpenVINO shapes), and OpenVINO op name -> group for every weighted op."""
     model = read_graph(model_path, shapes)
     flops: dict[str, float] = defaultdict(float)
@@ -248,7 +253,7 @@ def _graph_group_flops(model_path: Path, shapes: dict[str, list[int]], blocks: i
         kind = op.get_type_name()
         if kind in ("Constant", "Parameter", "Result"):
             continue
-        group = _ov_weight_group(op, blocks) if kind in FLOP_OPS or kind == "Gather" else None
+        group = _ov_weight_group(op, group_name) if kind in FLOP_OPS or kind == "Gather" else None
         if group is None:  # no weights: the module whose output it works on
             producers = (op.input_value(i).get_node().get_friendly_name() for i in range(op.get_input_size()))
             group = next((op_groups[name] for name in producers if name in op_groups), None)
@@ -260,33 +265,38 @@ def _graph_group_flops(model_path: Path, shapes: dict[str, list[int]], blocks: i
 
 
 def profile_artifact(path: str | Path, *, seconds: float = 2.0, threads: int = 2, repeat: int = 3, seed: int = 0) -> dict[str, Any]:
-    """Per-module and per-op-type time of an artifact's graph, with its backend's own profiler."""
+    """Per-module and per-op-type time of an artifact's graph (any component), with its backend's own profiler."""
     from ..artifact.manifest import verify_or_raise
+    from ..artifact.schema import parse_manifest
     from ..backends import get_backend, has_hook
+    from ..components import get_component
     from ..errors import ArtifactError
-    from ..components.synthesizer.spec import ModelSpec
 
     path = Path(path)
-    manifest = verify_or_raise(path)
-    spec = ModelSpec.from_dict(manifest["source"], source=str(path))
-    blocks = len(spec.resblock_kernel_sizes)
-    frame_range = manifest["model"]["frames"]
-    frames = min(max(int(round(seconds * spec.frames_per_second)), int(frame_range["min"])), int(frame_range["max"]))
-    speaker = manifest["model"].get("fixed_speaker") or 0
-    names = [item["name"] for item in manifest["signature"]["inputs"]]
-    inputs = _inputs_for(spec, frames, seed, speaker, names)
+    manifest = parse_manifest(verify_or_raise(path), path)
+    component = get_component(manifest.component.kind, for_build=False)
+    spec = component.spec_from_manifest(manifest, path)
+    frames_per_second = float(component.frames_per_second(spec))
+    frame_range = manifest.model.frames
+    frames = min(max(int(round(seconds * frames_per_second)), frame_range.min), frame_range.max)
+    speaker = manifest.model.get("fixed_speaker") or 0
+    inputs = _inputs_for(component, spec, frames, seed, speaker, list(manifest.input_names))
     shapes = {k: list(v.shape) for k, v in inputs.items()}
-    backend = manifest["backend"]
+
+    def group_name(name: str) -> str | None:
+        return component.profile_group(spec, name)
+
+    backend = manifest["backend"]  # the raw section, as the backend wrote it
     graph = next((name for name in backend.get("files", {}).values() if name.endswith((".onnx", ".xml"))), None)
     if graph is None:
         raise ArtifactError(f"{path}: no graph file to profile in the backend's files")
     try:
-        flops, ov_groups = _graph_group_flops(path / graph, shapes, blocks)
+        flops, ov_groups = _graph_group_flops(path / graph, shapes, group_name)
     except Exception:  # profiling still works without FLOPs
         flops, ov_groups = None, {}
     node_groups = dict(ov_groups)
     if graph.endswith(".onnx"):
-        node_groups.update(_onnx_node_groups(path / graph, blocks))
+        node_groups.update(_onnx_node_groups(path / graph, group_name))
     module = get_backend(backend["name"], for_build=False)
     if not has_hook(module, "profile"):
         raise ArtifactError(f"{path}: no profiler for backend {backend['name']!r}")
@@ -302,7 +312,8 @@ def profile_artifact(path: str | Path, *, seconds: float = 2.0, threads: int = 2
     return {
         "what": f"{manifest['name']} {manifest['version']} ({backend['name']}, {manifest['target'].get('precision')})",
         "method": measured.method,
-        "seconds": frames / spec.frames_per_second,
+        "component": component.KIND,
+        "seconds": frames / frames_per_second,
         "frames": frames,
         "threads": threads,
         "runs": repeat,

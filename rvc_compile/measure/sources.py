@@ -5,7 +5,16 @@
     eager-bf16:CKPT.pth   the same model under torch.autocast(cpu, bfloat16)
     naive-onnx:CKPT.pth   torch.onnx.export (TorchScript trace, no dynamic axes, no passes, no precision
                           work) run in ONNX Runtime with default session options and the thread count
-    ARTIFACT/             a compiled artifact, through rvc_compile.runtime.load (its public ``infer``)
+    ARTIFACT/             a compiled artifact of any component, through rvc_compile.runtime.load
+                          (``CompiledModel.run_case``; for a synthesizer, its public ``infer``)
+
+Checkpoint sources are RVC synthesizer checkpoints (``CHECKPOINT_COMPONENT``): a file does not say
+which component it belongs to, an artifact's manifest does. The eager runners use the component's
+``build_model``/``input_names``/``graph_feed``; the naive ONNX baseline is a synthesizer baseline
+(the ad-hoc RVC export it stands for).
+
+Inputs come from the component (``example_inputs`` with noise ``seed:{seed}``), so every source of a
+run gets identical arrays; streaming cuts them along the time axes of the component's signature.
 
 A naive export is a single trace: it only runs at the length it was traced at. That is how ad-hoc RVC
 ONNX exports behave when no dynamic axes are declared, and it is the point of the baseline; the
@@ -13,8 +22,9 @@ bench exports one per benchmarked length, lazily, in a scratch folder, in a sepa
 neither the export's time nor its memory count against the baseline's run).
 
 Each source lives in its own worker process (see ``bench``); this module is what runs inside it,
-served by ``SourceServer``. Every runner exposes ``describe()``, ``prepare(key, frames, seed, speaker, chunk_frames)``,
-``run(key, index) -> audio`` and ``release(key)``.
+served by ``SourceServer``. Every runner has ``info`` (a dict: ``model_info`` and the source's facts),
+``prepare(key, frames, seed, speaker, chunk_frames)``, ``run(key, index) -> flat output`` and
+``release(key)``.
 """
 
 from __future__ import annotations
@@ -28,8 +38,6 @@ import numpy as np
 
 from ..errors import InputError
 from ..machine import peak_memory_mb
-from ..artifact.golden import example_case
-from ..components.synthesizer.inputs import make_noise
 
 BASELINES = ("eager-fp32", "eager-bf16", "naive-onnx")
 KINDS = BASELINES + ("artifact",)
@@ -97,55 +105,107 @@ def parse_sources(texts: list[str]) -> list[SourceSpec]:
 
 # -- inputs ---------------------------------------------------------------------------------------
 
-def make_inputs(info: dict[str, Any], frames: int, seed: int) -> dict[str, np.ndarray]:
-    """The benchmark's inputs at ``frames``: real-feature based content, a phrase f0 contour, seeded noise.
-
-    Deterministic in (model shape, frames, seed), so every worker builds identical arrays itself.
-    """
-    case = example_case(info["feature_dim"], frames, seed)
-    noise = make_noise(f"seed:{seed}", frames, inter_channels=info["inter_channels"], hop_length=info["hop_length"], has_f0=info["has_f0"])
-    return {"features": case["features"], "f0": case["f0"] if info["has_f0"] else None, **noise}
+# Checkpoint sources (CKPT, eager-fp32:CKPT, eager-bf16:CKPT, naive-onnx:CKPT) are read as this
+# component's checkpoints; an artifact names its own component in its manifest.
+CHECKPOINT_COMPONENT = "synthesizer"
 
 
-def split_chunks(arrays: dict[str, Any], chunk_frames: int, hop_length: int) -> list[dict[str, Any]]:
-    """Consecutive chunks of ``chunk_frames`` frames (and their noise), dropping an incomplete tail."""
-    count = arrays["features"].shape[0] // chunk_frames
+@dataclasses.dataclass(frozen=True)
+class CheckpointSource:
+    """A bare checkpoint path in the shape of a recipe's source section (what ``Component.load`` reads)."""
+
+    checkpoint: Path
+    config: Path | None = None
+    sample_rate: str | None = None
+    sha256: str | None = None
+
+
+def load_checkpoint_source(path: str | Path) -> tuple[Any, Any]:
+    """(component, ``LoadedSource``) of a checkpoint SOURCE: weights read and validated, one-line errors."""
+    from ..components import get_component
+
+    component = get_component(CHECKPOINT_COMPONENT)
+    return component, component.load(CheckpointSource(Path(path)))
+
+
+def make_inputs(component: Any, spec: Any, frames: int, seed: int, speaker: int = 0) -> dict[str, np.ndarray]:
+    """The benchmark's user-level inputs at ``frames`` (batch dimension 1): the component's example inputs
+    with the noise draws ``seed:{seed}`` (for the synthesizer: real-feature based content, a phrase f0
+    contour, seeded noise). Deterministic in (model, frames, seed, speaker), so every worker builds
+    identical arrays itself."""
+    return component.example_inputs(spec, frames, seed, noise=f"seed:{seed}", speaker=speaker)
+
+
+def time_axes(component: Any, spec: Any, names: Any) -> dict[str, tuple[int, int]]:
+    """(axis, samples per frame) of every user-level input ``names`` that has a time axis.
+
+    From the component's signature of those names (numpy only: an artifact's worker never imports torch;
+    for the synthesizer they are the eager model's inputs, ``component.input_names(spec)``)."""
+    return component.signature(spec, list(names)).time_axes()
+
+
+def split_chunks(arrays: dict[str, np.ndarray], chunk_frames: int, axes: dict[str, tuple[int, int]]) -> list[dict[str, np.ndarray]]:
+    """Consecutive chunks of ``chunk_frames`` frames, dropping an incomplete tail: every array with a time
+    axis in ``axes`` (name -> (axis, samples per frame)) is cut along it, the others (a speaker id) go
+    whole into every chunk."""
+    timed = [name for name in arrays if name in axes]
+    if not timed:
+        raise InputError(f"streaming: the inputs ({', '.join(arrays)}) have no time axis to cut into chunks")
+    axis, per_frame = axes[timed[0]]
+    count = arrays[timed[0]].shape[axis] // per_frame // chunk_frames
     chunks = []
-    for i in range(count):
-        frames = slice(i * chunk_frames, (i + 1) * chunk_frames)
-        chunk = {
-            "features": arrays["features"][frames],
-            "f0": arrays["f0"][frames] if arrays["f0"] is not None else None,
-            "prior_noise": np.ascontiguousarray(arrays["prior_noise"][:, :, frames]),
-        }
-        if "source_noise" in arrays:
-            chunk["source_noise"] = np.ascontiguousarray(arrays["source_noise"][:, frames.start * hop_length : frames.stop * hop_length])
+    for index in range(count):
+        chunk = {}
+        for name, array in arrays.items():
+            if name not in axes:
+                chunk[name] = array
+                continue
+            axis, per_frame = axes[name]
+            cut = [slice(None)] * array.ndim
+            cut[axis] = slice(index * chunk_frames * per_frame, (index + 1) * chunk_frames * per_frame)
+            chunk[name] = np.ascontiguousarray(array[tuple(cut)])
         chunks.append(chunk)
     return chunks
 
 
-def _noise(arrays: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {name: arrays[name] for name in ("prior_noise", "source_noise") if name in arrays}
+def model_info(component: Any, spec: Any) -> dict[str, Any]:
+    """What the parent needs of a source's model: its component and spec (the parent rebuilds the spec
+    with ``component.spec_from_dict``), frame rate and speakers."""
+    return {
+        "kind": component.KIND,
+        "spec": spec.to_dict(),
+        "describe": component.describe(spec),
+        "frames_per_second": float(component.frames_per_second(spec)),
+        "n_speakers": getattr(spec, "n_speakers", None),  # None: a component without speakers
+        "fixed_speaker": None,
+        "frames": None,
+    }
 
 
 # -- runners ----------------------------------------------------------------------------------------
 
 class _Runner:
-    """Prepared inputs per key; subclasses implement ``_call(arrays)``."""
+    """Prepared inputs per key; subclasses set ``component``, ``spec``, ``info`` and implement ``_call(key, arrays)``."""
 
-    def __init__(self) -> None:
-        self.prepared: dict[str, list[dict[str, Any]]] = {}
-        self.speaker = 0
+    def __init__(self, component: Any, spec: Any) -> None:
+        self.component = component
+        self.spec = spec
+        self.prepared: dict[str, list[dict[str, np.ndarray]]] = {}
 
     def prepare(self, key: str, frames: int, seed: int, speaker: int, chunk_frames: int | None = None) -> int:
-        arrays = make_inputs(self.info, frames, seed)
-        self.speaker = speaker
-        self.prepared[key] = split_chunks(arrays, chunk_frames, self.info["hop_length"]) if chunk_frames else [arrays]
+        arrays = make_inputs(self.component, self.spec, frames, seed, speaker)
+        if chunk_frames:
+            self.prepared[key] = split_chunks(arrays, chunk_frames, time_axes(self.component, self.spec, arrays))
+        else:
+            self.prepared[key] = [arrays]
         self._prepare_graph(key, chunk_frames or frames)
         return len(self.prepared[key])
 
     def _prepare_graph(self, key: str, frames: int) -> None:
         pass
+
+    def _call(self, key: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
 
     def run(self, key: str, index: int = 0) -> np.ndarray:
         return self._call(key, self.prepared[key][index])
@@ -155,84 +215,88 @@ class _Runner:
 
 
 class EagerRunner(_Runner):
-    """The fp32 reference (``ReferenceModel.infer``), optionally under bf16 autocast."""
+    """The component's fp32 eager model (``build_model``, fed ``graph_feed`` in ``input_names`` order),
+    optionally under bf16 autocast."""
 
     def __init__(self, path: str, threads: int, bf16: bool = False):
-        super().__init__()
-        from ..components.synthesizer.checkpoint import load_checkpoint
-        from ..components.synthesizer.reference import ReferenceModel
+        import torch
 
-        checkpoint = load_checkpoint(path)
-        self.reference = ReferenceModel(checkpoint, threads=threads)
+        component, loaded = load_checkpoint_source(path)
+        super().__init__(component, loaded.spec)
+        if threads:
+            torch.set_num_threads(threads)
+        self.model = component.build_model(loaded.spec, loaded.weights)
+        self.names = list(component.input_names(loaded.spec))
         self.bf16 = bf16
-        spec = checkpoint.spec
         self.info = {
-            **_model_info(spec),
+            **model_info(component, loaded.spec),
             "precision": "bf16" if bf16 else "fp32",
             "backend": "pytorch eager" + (" + autocast(cpu, bfloat16)" if bf16 else ""),
             "size_bytes": Path(path).stat().st_size,
-            "size_what": "checkpoint file (fp16 weights as RVC stores them)",
+            "size_what": "checkpoint file (fp16 weights as RVC stores them)" if component.KIND == "synthesizer" else "checkpoint file",
         }
 
-    def _call(self, key: str, arrays: dict[str, Any]) -> np.ndarray:
-        if not self.bf16:
-            return self.reference.infer(arrays["features"], arrays["f0"], speaker=self.speaker, noise=_noise(arrays))
+    def _call(self, key: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        import contextlib
+
         import torch
 
-        inputs = self.reference.graph_inputs(arrays["features"], arrays["f0"], self.speaker, _noise(arrays))
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in inputs]
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.reference.model(*tensors)[0].float().numpy()
+        feed = self.component.graph_feed(self.spec, arrays, self.names)
+        tensors = [torch.from_numpy(np.ascontiguousarray(feed[name])) for name in self.names]
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
+            output = self.model(*tensors)
+        if isinstance(output, (tuple, list)):
+            output = output[0]
+        return output.float().numpy().reshape(-1)
 
 
 class ArtifactRunner(_Runner):
-    """A compiled artifact through the public runtime API (windowing, validation and all)."""
+    """A compiled artifact through the public runtime API: ``CompiledModel.run_case`` (for a synthesizer,
+    ``CompiledVoice.infer`` with its validation, host-side NSF source and windows)."""
 
     def __init__(self, path: str, threads: int):
-        super().__init__()
         from ..runtime import load
 
-        self.voice = load(path, threads=threads)
-        manifest = self.voice.manifest
-        model = manifest["model"]
+        self.compiled = load(path, threads=threads)
+        super().__init__(self.compiled.component, self.compiled.spec)
+        manifest = self.compiled.manifest
         self.info = {
-            "sample_rate": self.voice.sample_rate,
-            "hop_length": self.voice.hop_length,
-            "feature_dim": self.voice.feature_dim,
-            "has_f0": self.voice.has_f0,
-            "inter_channels": self.voice.inter_channels,
-            "n_speakers": self.voice.n_speakers,
-            "fixed_speaker": self.voice.fixed_speaker,
-            "frames": model.get("frames"),
+            **model_info(self.component, self.spec),
+            "fixed_speaker": getattr(self.compiled, "fixed_speaker", None),
+            "frames": manifest["model"].get("frames"),
+            "input_names": list(self.compiled.input_names),
             "precision": manifest["target"].get("precision"),
             "backend": manifest["backend"].get("name"),
             "artifact": {"name": manifest["name"], "version": manifest["version"]},
             "size_bytes": model_files_bytes(manifest),
             "size_what": "model files (" + ", ".join(sorted(manifest["backend"].get("files", {}).values())) + ")",
-            "load_s": self.voice.load_time_s,
+            "load_s": self.compiled.load_time_s,
         }
 
-    def _call(self, key: str, arrays: dict[str, Any]) -> np.ndarray:
-        return self.voice.infer(arrays["features"], arrays["f0"], speaker=self.speaker, noise=_noise(arrays))
+    def _call(self, key: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        return self.compiled.run_case(arrays)
 
 
 class NaiveOnnxRunner(_Runner):
-    """One static TorchScript-traced ONNX export per length, run by a default ONNX Runtime session."""
+    """One static TorchScript-traced ONNX export per length, run by a default ONNX Runtime session.
+
+    A synthesizer baseline (what ad-hoc RVC exports are): checkpoint sources are synthesizer checkpoints."""
 
     def __init__(self, path: str, threads: int, workdir: str):
-        super().__init__()
-        from ..components.synthesizer.spec import ModelSpec
+        from ..components import get_component
         from ..worker import Worker
 
+        component = get_component(CHECKPOINT_COMPONENT)
         self.path, self.threads, self.workdir = path, threads, Path(workdir)
         # torch lives in the exporter's process only: its memory never counts against the baseline's.
         self.exporter = Worker("rvc_compile.worker:FunctionCaller", name=f"naive ONNX exporter for {Path(path).name}")
         spec_dict = self._export_step(f"{__name__}:_checkpoint_spec", path)
-        self.spec = ModelSpec.from_dict(spec_dict, source=path)
+        super().__init__(component, component.spec_from_dict(spec_dict, source=path))
         self.sessions: dict[str, Any] = {}
         self.export_s: dict[str, float] = {}
         self.info = {
-            **_model_info(self.spec),
+            **model_info(component, self.spec),
             "precision": "fp32",
             "backend": "onnxruntime (default session options)",
             "size_bytes": None,
@@ -255,15 +319,10 @@ class NaiveOnnxRunner(_Runner):
         self.info["size_bytes"] = out.stat().st_size
         self.info["export_s"] = self.export_s
 
-    def _call(self, key: str, arrays: dict[str, Any]) -> np.ndarray:
+    def _call(self, key: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
         session = self.sessions[key]
-        feeds = {
-            "features": arrays["features"][None],
-            "f0": arrays["f0"][None] if arrays["f0"] is not None else None,
-            "speaker": np.array([self.speaker], dtype=np.int64),
-            **_noise(arrays),
-        }
-        return session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0].reshape(-1)
+        names = [i.name for i in session.get_inputs()]
+        return session.run(None, self.component.graph_feed(self.spec, arrays, names))[0].reshape(-1)
 
     def release(self, key: str) -> None:
         super().release(key)
@@ -281,23 +340,8 @@ class NaiveOnnxRunner(_Runner):
         self.exporter.stop()
 
 
-def _model_info(spec: Any) -> dict[str, Any]:
-    return {
-        "sample_rate": spec.sampling_rate,
-        "hop_length": spec.hop_length,
-        "feature_dim": spec.feature_dim,
-        "has_f0": spec.f0,
-        "inter_channels": spec.inter_channels,
-        "n_speakers": spec.n_speakers,
-        "fixed_speaker": None,
-        "frames": None,
-    }
-
-
 def _checkpoint_spec(path: str) -> dict[str, Any]:
-    from ..components.synthesizer.checkpoint import load_checkpoint
-
-    return load_checkpoint(path).spec.to_dict()
+    return load_checkpoint_source(path)[1].spec.to_dict()
 
 
 def export_naive_onnx(checkpoint_path: str, frames: int, out_path: str) -> str:
@@ -308,18 +352,15 @@ def export_naive_onnx(checkpoint_path: str, frames: int, out_path: str) -> str:
 
     import torch
 
-    from ..capture.export import graph_inputs
-    from ..components.synthesizer.checkpoint import load_checkpoint
-    from ..components.synthesizer.model import build_model, input_names
-
-    checkpoint = load_checkpoint(checkpoint_path)
-    spec = checkpoint.spec
-    model = build_model(spec, checkpoint.state_dict)
-    names = input_names(spec)
-    example = tuple(torch.from_numpy(a) for a in graph_inputs(spec, names, frames, seed=0).values())
+    component, loaded = load_checkpoint_source(checkpoint_path)
+    spec = loaded.spec
+    model = component.build_model(spec, loaded.weights)
+    names = component.input_names(spec)
+    example = component.graph_feed(spec, component.example_inputs(spec, frames, seed=0), names)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, example, out_path, input_names=names, output_names=["audio"], opset_version=NAIVE_ONNX_OPSET, dynamo=False)
+        torch.onnx.export(model, tuple(torch.from_numpy(example[name]) for name in names), out_path, input_names=names,
+                          output_names=[component.OUTPUT], opset_version=NAIVE_ONNX_OPSET, dynamo=False)
     return out_path
 
 
@@ -341,8 +382,8 @@ class SourceServer:
     """One source inside its worker process (the ``rvc_compile.worker`` handler ``bench`` starts).
 
     Loads the source once; each method is one request from the parent. ``run`` times the model call
-    alone and returns seconds; the audio of a run asked to ``keep`` it is fetched later with ``output``
-    (for the in-run accuracy), so timing never includes sending audio between processes.
+    alone and returns seconds; the output of a run asked to ``keep`` it is fetched later with ``output``
+    (for the in-run accuracy), so timing never includes sending outputs between processes.
     """
 
     def __init__(self, spec: SourceSpec, threads: int, workdir: str):
@@ -360,10 +401,10 @@ class SourceServer:
 
     def run(self, key: str, index: int = 0, keep: bool = False) -> float:
         start = time.perf_counter()
-        audio = self.runner.run(key, index)
+        output = self.runner.run(key, index)
         elapsed = time.perf_counter() - start
         if keep:
-            self.outputs[key] = np.asarray(audio, dtype=np.float32).reshape(-1)
+            self.outputs[key] = np.asarray(output, dtype=np.float32).reshape(-1)
         return elapsed
 
     def output(self, key: str) -> np.ndarray | None:
