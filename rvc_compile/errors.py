@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno as _errno
 from pathlib import Path
+from typing import Any
 
 # OSError numbers that mean the disk or folder cannot take the write: the user's environment, reported
 # in one line like any user error. The one list: the CLI, the artifact writer and the build cache all
@@ -62,9 +63,16 @@ class RvcCompileError(Exception):
 
     exit_code = 2
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, path: Any = None, problem: str | None = None):
         # One line, always: a multi-line message would hide the part that names the culprit.
         super().__init__(" ".join(str(message).split()))
+        self.path = path  # the file or folder at fault, where there is one
+        self.problem = " ".join(str(problem).split()) if problem is not None else None  # the message without the path
+
+    @classmethod
+    def about(cls, path: Any, problem: str) -> "RvcCompileError":
+        """``path: problem``, with both kept as fields (a caller re-states the problem for another path)."""
+        return cls(f"{path}: {problem}", path=path, problem=problem)
 
 
 class CheckpointError(RvcCompileError):
@@ -84,9 +92,8 @@ class RecipeError(RvcCompileError):
     """
 
     def __init__(self, message: str, *, key: str | None = None, problem: str | None = None):
-        super().__init__(message)
+        super().__init__(message, problem=problem)
         self.key = key
-        self.problem = " ".join(str(problem).split()) if problem is not None else None
 
     @classmethod
     def at(cls, key: str, problem: str) -> "RecipeError":

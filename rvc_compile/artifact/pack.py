@@ -232,7 +232,7 @@ def unpack(archive: Path, out_dir: Path, *, force: bool = False, max_bytes: int 
         try:
             manifest = read_manifest(extracted)
         except ArtifactError as exc:
-            raise ArtifactError(f"{where}{MANIFEST}: {str(exc).replace(str(extracted / MANIFEST) + ': ', '').replace(str(extracted), '')}") from None
+            raise ArtifactError(f"{where}{MANIFEST}: {exc.problem or exc}") from None  # the staging path means nothing to the user
         if (manifest["name"], manifest["version"]) != (name, version):
             raise ArtifactError(f"{where}{MANIFEST}: describes {manifest['name']} {manifest['version']}, not the folder it is in")
         problems = check_integrity(extracted)

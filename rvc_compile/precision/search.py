@@ -57,7 +57,8 @@ def search(ranking: list[str], trial: Callable[[list[str]], Trial], *, max_layer
         best = trials[max(trials)]
         raise GateFailure(
             f"accuracy-aware quantization: still outside the budget with the {max(trials)} most sensitive layers in fp32 "
-            f"({best.failure}); raise precision_policy.max_fp32_layers, relax the accuracy budget, or use bf16"
+            f"({best.failure}); raise precision_policy.max_fp32_layers, relax the accuracy budget, or use bf16",
+            failures=[best.failure or "outside the budget"],
         )
     while high - low > 1:
         middle = (low + high) // 2

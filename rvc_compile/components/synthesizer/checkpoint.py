@@ -482,7 +482,7 @@ def _interpret(data: Any, path: Path, digest: str, *, config_path: str | Path | 
         if layout != "training" or config_path is not None:
             raise
         # An inferred config only guesses the block structure; say how to give the real one.
-        detail = str(exc).removeprefix(f"{path}: ")
+        detail = exc.problem or str(exc)
         raise CheckpointError(f"{path}: the config inferred from weight shapes does not fit ({detail}); pass --config with RVC's config json") from None
     return Checkpoint(
         path=path,
@@ -599,16 +599,16 @@ def _validate_weights(weights: dict[str, Any], expected: dict[str, tuple[int, ..
 
     missing = sorted(set(expected) - set(weights))
     if missing:
-        raise CheckpointError(f"{path}: not an RVC synthesizer matching its config: missing weight {missing[0]} ({len(missing)} missing)")
+        raise CheckpointError.about(path, f"not an RVC synthesizer matching its config: missing weight {missing[0]} ({len(missing)} missing)")
     unexpected = sorted(set(weights) - set(expected))
     if unexpected:
-        raise CheckpointError(f"{path}: unexpected weight {unexpected[0]} ({len(unexpected)} unexpected): a state dict from another model?")
+        raise CheckpointError.about(path, f"unexpected weight {unexpected[0]} ({len(unexpected)} unexpected): a state dict from another model?")
     for key, shape in expected.items():
         actual = tuple(weights[key].shape)
         if actual != shape:
-            raise CheckpointError(f"{path}: weight {key} has shape {list(actual)} but the {implied_by} {'imply' if ' and ' in implied_by else 'implies'} {list(shape)}")
+            raise CheckpointError.about(path, f"weight {key} has shape {list(actual)} but the {implied_by} {'imply' if ' and ' in implied_by else 'implies'} {list(shape)}")
         tensor = weights[key]
         if not tensor.is_floating_point():
-            raise CheckpointError(f"{path}: weight {key} has non-float dtype {tensor.dtype}")
+            raise CheckpointError.about(path, f"weight {key} has non-float dtype {tensor.dtype}")
         if not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"{path}: weight {key} contains NaN or Inf")
+            raise CheckpointError.about(path, f"weight {key} contains NaN or Inf")
