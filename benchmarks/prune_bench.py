@@ -35,12 +35,14 @@ def eager_seconds(models: dict[str, object], spec_of: dict[str, object], repeats
     """Wall time of one 2 s inference per model, runs interleaved so machine load hits both alike."""
     import torch
 
-    from rvc_compile.capture.export import example_inputs
+    from rvc_compile.components import get_component
+
+    synthesizer = get_component("synthesizer")
 
     times: dict[str, list[float]] = {name: [] for name in models}
     inputs = {}
     for name, model in models.items():
-        arrays = example_inputs(spec_of[name], FRAMES, seed=0)
+        arrays = synthesizer.example_inputs(spec_of[name], FRAMES, seed=0)
         inputs[name] = [torch.from_numpy(arrays[n]) for n in model.input_names]
         with torch.inference_mode():
             model(*inputs[name])  # warm-up

@@ -49,7 +49,7 @@ def main() -> None:
     from infer.module import models as upstream  # noqa: E402  (RVC's own code, from the given checkout)
 
     from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
-    from rvc_compile.artifact.golden import example_case
+    from rvc_compile.components.synthesizer.examples import example_case
     from rvc_compile.components.synthesizer.model import build_model
     from rvc_compile.components.synthesizer.synthetic import make_checkpoint
 

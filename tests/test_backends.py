@@ -65,7 +65,7 @@ def _complete(**overrides):
     def function(*args, **kwargs):
         return None
 
-    attributes = {"NAME": "fake", "PRECISIONS": ("fp32",), "DEVICES": ("cpu",), "ISA_EMULATION": False, "LIBRARIES": ("numpy",)}
+    attributes = {"NAME": "fake", "PRECISIONS": ("fp32",), "DEVICES": ("cpu",), "ISA_EMULATION": False, "LIBRARIES": ("numpy",), "COMPILE_CACHE": False}
     attributes.update({name: function for name in base.FUNCTIONS})
     attributes.update(overrides)
     return attributes

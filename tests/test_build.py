@@ -106,7 +106,7 @@ def test_build_report_has_accuracy_latency_and_multi_length_checks(built):
 
 def test_runtime_output_matches_reference_at_unseen_lengths(built, small_checkpoint):
     from rvc_compile import runtime
-    from rvc_compile.artifact.golden import example_case
+    from rvc_compile.components.synthesizer.examples import example_case
     from rvc_compile.components.synthesizer.reference import ReferenceModel
 
     voice = runtime.load(built.path)
@@ -267,7 +267,7 @@ def test_build_cli_prints_artifact_path_last_and_maps_recipe_errors(tmp_path, sm
 
 
 def test_infer_accepts_an_artifact_like_a_checkpoint(built, tmp_path, small_checkpoint):
-    from rvc_compile.artifact.golden import example_case
+    from rvc_compile.components.synthesizer.examples import example_case
 
     case = example_case(768, 50, seed=2)
     np.save(tmp_path / "f.npy", case["features"])

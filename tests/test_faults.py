@@ -83,9 +83,9 @@ def _files(folder: Path, pattern: str, *, hidden: bool = True) -> list[Path]:
 
 MARKERS = {
     "artifact temp folder created": lambda b: bool(b.temporary_folders()),
-    # Whichever the build writes: a stage's staging folder in tmp/, or calibration.py's temporary file.
-    "a cache entry being written (staging folder or temporary file)": lambda b: bool(_files(b.cache / "tmp", "*") or _files(b.cache / "calibration", ".tmp-*")),
-    "first cache entry committed": lambda b: bool(_files(b.cache / "stages", "*/*") or _files(b.cache / "calibration", "*.npz", hidden=False)),
+    # Every cached thing (stages, the calibration set) is staged in tmp/ and committed under stages/.
+    "a cache entry being written (staging folder)": lambda b: bool(_files(b.cache / "tmp", "*")),
+    "first cache entry committed": lambda b: bool(_files(b.cache / "stages", "*/*")),
     "backend file written in the temp folder": lambda b: any((d / "model.onnx").exists() for d in b.temporary_folders()),
     "golden case written in the temp folder": lambda b: any(_files(d / "golden", "*.npz") for d in b.temporary_folders()),
     "report written in the temp folder (the commit is next)": lambda b: any((d / "report.md").exists() for d in b.temporary_folders()),
@@ -126,17 +126,7 @@ def check_state(build: Build, checkpoint: Path) -> list[str]:
         assert entry is not None, f"cache entry {key[:12]} is partial or corrupt: {store.discarded}"
         entry.release()
     assert store.discarded == []
-    calibration = _files(build.cache / "calibration", "*.npz", hidden=False)
-    if calibration:
-        from rvc_compile.precision.calibration import _read_entry
-        from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
-
-        spec = load_checkpoint(checkpoint).spec
-        for entry in calibration:
-            assert _read_entry(entry, spec) is not None, f"calibration cache entry {entry.name} is partial"
-    if _files(build.cache / "calibration", ".tmp-*"):
-        # calibration.py removes these on its next write once they are an hour old; `cache prune` does not see them.
-        notes.append(f"{len(_files(build.cache / 'calibration', '.tmp-*'))} calibration temporary file(s) in the cache")
+    assert not (build.cache / "calibration").exists(), "calibration sets are store entries (stages/), not files beside them"
     leftovers = _files(build.cache / "tmp", "*")
     if leftovers:
         notes.append(f"{len(leftovers)} staging item(s) in the cache's tmp/")
@@ -167,7 +157,7 @@ def recipe(tmp_path, checkpoint_factory) -> Path:
 
 # -- killed builds ------------------------------------------------------------------------------------
 
-DEFAULT_MARKERS = ["artifact temp folder created", "a cache entry being written (staging folder or temporary file)", "backend file written in the temp folder",
+DEFAULT_MARKERS = ["artifact temp folder created", "a cache entry being written (staging folder)", "backend file written in the temp folder",
                    "report written in the temp folder (the commit is next)"]
 
 

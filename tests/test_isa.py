@@ -236,7 +236,9 @@ def test_runtime_checks_golden_cases_once_on_another_class_and_refuses_a_failure
     here = machine.machine_isa().name
     elsewhere = next(name for name in ISA_CLASSES if name != here)
     moved = _retarget(portable_artifacts["onnxruntime"].path, tmp_path / "moved", target=elsewhere, verified_on=elsewhere)
-    records = isolated_build_cache / "cpu-checks"
+    from rvc_compile.cache.store import Store
+
+    records = Store(isolated_build_cache).area("cpu-checks")  # a store area: cache ls/du/prune/clear see it
     before = set(records.glob("*.json")) if records.exists() else set()
     first = _load_in_child(moved)
     assert first.returncode == 0 and "LOADED" in first.stdout, first.stdout + first.stderr

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rvc_compile.backends.onnxruntime import Runner, session_options
-from rvc_compile.capture.export import export_onnx, graph_inputs, multi_length_check
+from rvc_compile.capture.export import export_onnx, graph_inputs
+from rvc_compile.verify.parity import multi_length_check
 from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
 from rvc_compile.errors import BuildError, RecipeError
 from rvc_compile.components.synthesizer.model import build_model, input_names
@@ -160,7 +161,7 @@ def run_pass(name, state, tmp_path, **params):
 
 
 def test_host_excitation_in_numpy_equals_the_graphs_float64_source():
-    from rvc_compile.artifact.golden import example_f0
+    from rvc_compile.components.synthesizer.examples import example_f0
     from rvc_compile.components.synthesizer.model.source import sine_excitation as torch_excitation
     from rvc_compile.components.synthesizer.nsf import sine_excitation
 

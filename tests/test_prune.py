@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from rvc_compile.backends.onnxruntime import Runner, session_options
-from rvc_compile.capture.export import export_onnx, multi_length_check
+from rvc_compile.capture.export import export_onnx
+from rvc_compile.verify.parity import multi_length_check
 from rvc_compile.components.synthesizer.checkpoint import PRUNED_FORMAT, load_checkpoint, save_pruned_checkpoint
 from rvc_compile.compress.distill import DistillConfig, HeldOut, SpectralLosses, distill
 from rvc_compile.errors import CheckpointError, RecipeError
-from rvc_compile.artifact.golden import example_case
+from rvc_compile.components.synthesizer.examples import example_case
 from rvc_compile.verify.metrics import log_mel_distance_db, mrstft_distance
 from rvc_compile.components.synthesizer.model import build_model, expected_shapes, input_names
 from rvc_compile.passes import PASSES, GraphState

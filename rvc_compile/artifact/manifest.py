@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import secrets
@@ -21,8 +20,8 @@ from typing import Any
 from ..errors import ArtifactError, first_line, is_storage_error, storage_error_message
 from ..hashing import sha256_file
 
-FORMAT_VERSION = 3  # 2: golden cases hold user-level inputs; model.host_source. 3: the isa section
-READABLE_FORMAT_VERSIONS = (2, 3)  # a format-2 artifact has no isa section: the runtime treats its CPU class as unknown
+FORMAT_VERSION = 4  # 2: golden cases hold user-level inputs; model.host_source. 3: the isa section. 4: the component section, signature axes
+READABLE_FORMAT_VERSIONS = (2, 3, 4)  # 2 has no isa section (its CPU class is unknown); 2 and 3 have no component section (a synthesizer)
 MANIFEST = "manifest.json"
 MANIFEST_DIGEST = "manifest.sha256"
 _TMP_PREFIX = ".tmp-"
@@ -175,12 +174,12 @@ def _encodable(name: str) -> bool:
 
 def _safe_relative(name: Any, directory: Path) -> str:
     if not isinstance(name, str) or not name or "\\" in name or "\x00" in name or not _encodable(name):
-        raise ArtifactError(f"{directory / MANIFEST}: invalid file name {_short(name)} in 'files'")
+        raise ArtifactError.about(directory / MANIFEST, f"invalid file name {_short(name)} in 'files'")
     posix = PurePosixPath(name)
     if posix.is_absolute() or ".." in posix.parts or name != posix.as_posix():
-        raise ArtifactError(f"{directory / MANIFEST}: file name {_short(name)} escapes the artifact folder")
+        raise ArtifactError.about(directory / MANIFEST, f"file name {_short(name)} escapes the artifact folder")
     if len(name) > 1024 or any(len(part.encode("utf-8")) > 255 for part in posix.parts):
-        raise ArtifactError(f"{directory / MANIFEST}: file name {_short(name)} is too long for a file system")
+        raise ArtifactError.about(directory / MANIFEST, f"file name {_short(name)} is too long for a file system")
     return name
 
 
@@ -192,42 +191,42 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     directory = Path(directory)
     path = directory / MANIFEST
     if not directory.is_dir():
-        raise ArtifactError(f"{directory}: no such artifact folder")
+        raise ArtifactError.about(directory, "no such artifact folder")
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing; {directory} is not an rvc-compile artifact") from None
+        raise ArtifactError(f"{path}: missing; {directory} is not an rvc-compile artifact", path=path, problem="missing: not an rvc-compile artifact") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: unreadable ({exc})") from None
+        raise ArtifactError.about(path, f"unreadable ({exc})") from None
     try:
         manifest = json.loads(text)
     except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer past Python's digit limit
-        raise ArtifactError(f"{path}: not valid JSON ({first_line(exc, 120, type(exc).__name__)})") from None
+        raise ArtifactError.about(path, f"not valid JSON ({first_line(exc, 120, type(exc).__name__)})") from None
     if not isinstance(manifest, dict):
-        raise ArtifactError(f"{path}: expected a JSON object")
+        raise ArtifactError.about(path, f"expected a JSON object")
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
-        raise ArtifactError(f"{path}: missing keys {', '.join(missing)}")
+        raise ArtifactError.about(path, f"missing keys {', '.join(missing)}")
     if manifest["format_version"] not in READABLE_FORMAT_VERSIONS:
-        raise ArtifactError(f"{path}: format version {_short(manifest['format_version'])}; this rvc-compile reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))}")
+        raise ArtifactError.about(path, f"format version {_short(manifest['format_version'])}; this rvc-compile reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))}")
     files = manifest["files"]
     if not isinstance(files, dict):
-        raise ArtifactError(f"{path}: 'files' must be an object")
+        raise ArtifactError.about(path, f"'files' must be an object")
     for name, entry in files.items():
         _safe_relative(name, directory)
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("size"), int):
-            raise ArtifactError(f"{path}: entry for {_short(name)} needs sha256 and size")
+            raise ArtifactError.about(path, f"entry for {_short(name)} needs sha256 and size")
     for key in ("backend", "model", "signature", "target", "latency", "accuracy_budget"):
         if not isinstance(manifest[key], dict):
-            raise ArtifactError(f"{path}: '{key}' must be an object")
+            raise ArtifactError.about(path, f"'{key}' must be an object")
     if not isinstance(manifest["golden"], list):
-        raise ArtifactError(f"{path}: 'golden' must be a list")
+        raise ArtifactError.about(path, f"'golden' must be a list")
     backend_files = manifest["backend"].get("files", {})
     if not isinstance(backend_files, dict) or any(not isinstance(name, str) or name not in files for name in backend_files.values()):
-        raise ArtifactError(f"{path}: backend files are not listed in 'files'")
+        raise ArtifactError.about(path, f"backend files are not listed in 'files'")
     for entry in manifest["golden"]:
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or entry["file"] not in files:
-            raise ArtifactError(f"{path}: golden case {_short(entry)} is not listed in 'files'")
+            raise ArtifactError.about(path, f"golden case {_short(entry)} is not listed in 'files'")
     return manifest
 
 
@@ -282,96 +281,13 @@ def verify_or_raise(directory: Path, *, allow_tampered: bool = False) -> dict[st
 
 # -- the sections the runtime and verify read -------------------------------------------------------
 
-# Far above any real artifact; past them a manifest is damaged or crafted (and would make the runtime
-# allocate absurd noise arrays).
-_LIMITS = {"sample_rate": 1_000_000, "hop_length": 100_000, "feature_dim": 65_536, "inter_channels": 65_536, "n_speakers": 1_000_000, "frames": 100_000_000}
+def check_sections(manifest: dict[str, Any], directory: Path, *, backends: Any = None) -> Any:
+    """The typed manifest (``artifact.schema.Manifest``): the types and ranges of what ``runtime``,
+    ``verify``, ``bench`` and ``profile`` read, checked once; ArtifactError (exit 2) naming the key
+    otherwise. ``read_manifest`` checks the structure every artifact has; this, what a runnable one needs."""
+    from .schema import parse_manifest
 
-
-def check_sections(manifest: dict[str, Any], directory: Path, *, backends: Any = None) -> dict[str, Any]:
-    """Check the types and ranges of what ``runtime`` and ``verify`` read (``model``, ``signature``,
-    ``golden``, ``latency``, ``accuracy_budget``, ``target.threads``); ArtifactError (exit 2) naming the
-    key otherwise. ``read_manifest`` checks the structure every artifact has; this, what a runnable one needs."""
-    where = Path(directory) / MANIFEST
-
-    def fail(key: str, message: str) -> ArtifactError:
-        return ArtifactError(f"{where}: {key}: {message}")
-
-    def integer(value: Any, key: str, low: int, high: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise fail(key, f"expected an integer from {low} to {high}, got {_short(value)}")
-        return value
-
-    def number(value: Any, key: str, *, positive: bool = False) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (positive and value <= 0):
-            raise fail(key, f"expected a finite{' positive' if positive else ''} number, got {_short(value)}")
-        return float(value)
-
-    def mapping(value: Any, key: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise fail(key, f"expected an object, got {_short(value)}")
-        return value
-
-    def array(value: Any, key: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise fail(key, f"expected a list, got {_short(value)}")
-        return value
-
-    model = mapping(manifest.get("model"), "model")
-    for key in ("sample_rate", "hop_length", "feature_dim", "inter_channels", "n_speakers"):
-        integer(model.get(key), f"model.{key}", 1, _LIMITS[key])
-    if not isinstance(model.get("f0"), bool):
-        raise fail("model.f0", f"expected true or false, got {_short(model.get('f0'))}")
-    if model.get("fixed_speaker") is not None:
-        integer(model["fixed_speaker"], "model.fixed_speaker", 0, model["n_speakers"] - 1)
-    frames = mapping(model.get("frames"), "model.frames")
-    low = integer(frames.get("min"), "model.frames.min", 1, _LIMITS["frames"])
-    integer(frames.get("max"), "model.frames.max", low, _LIMITS["frames"])
-    signature = mapping(manifest.get("signature"), "signature")
-    names = []
-    for index, item in enumerate(array(signature.get("inputs"), "signature.inputs")):
-        name = mapping(item, f"signature.inputs[{index}]").get("name")
-        if not isinstance(name, str) or name in names:
-            raise fail(f"signature.inputs[{index}].name", f"expected a new input name, got {_short(name)}")
-        names.append(name)
-    if "features" not in names:
-        raise fail("signature.inputs", "has no 'features' input")
-    backend = mapping(manifest.get("backend"), "backend")
-    if not isinstance(backend.get("name"), str) or backends is not None and backend["name"] not in backends:
-        known = f" (this rvc-compile loads {', '.join(backends)})" if backends is not None else ""
-        raise fail("backend.name", f"unknown backend {_short(backend.get('name'))}{known}")
-    integer(mapping(manifest.get("target"), "target").get("threads"), "target.threads", 1, 4096)
-    for index, entry in enumerate(array(manifest.get("golden"), "golden")):
-        entry = mapping(entry, f"golden[{index}]")
-        for key in ("name", "file"):
-            if not isinstance(entry.get(key), str):
-                raise fail(f"golden[{index}].{key}", f"expected a string, got {_short(entry.get(key))}")
-        integer(entry.get("frames"), f"golden[{index}].frames", 1, _LIMITS["frames"])
-        number(entry.get("seconds"), f"golden[{index}].seconds", positive=True)
-    latency = mapping(manifest.get("latency"), "latency")
-    for index, seconds in enumerate(array(latency.get("seconds"), "latency.seconds")):
-        number(seconds, f"latency.seconds[{index}]", positive=True)
-    integer(latency.get("repeat"), "latency.repeat", 1, 1_000_000)
-    integer(latency.get("warmup"), "latency.warmup", 0, 1_000_000)
-    for index, goal in enumerate(array(latency.get("goals"), "latency.goals")):
-        goal = mapping(goal, f"latency.goals[{index}]")
-        number(goal.get("seconds"), f"latency.goals[{index}].seconds", positive=True)
-        for key in ("max_rtf", "min_speedup_vs_eager"):
-            if goal.get(key) is not None:
-                number(goal[key], f"latency.goals[{index}].{key}", positive=True)
-        if not isinstance(goal.get("enforce", False), bool):
-            raise fail(f"latency.goals[{index}].enforce", f"expected true or false, got {_short(goal.get('enforce'))}")
-    isa = manifest.get("isa")
-    if isa is not None:  # artifacts before format 3 have none
-        isa = mapping(isa, "isa")
-        for key in ("target", "verified_on"):
-            if not isinstance(isa.get(key), str):
-                raise fail(f"isa.{key}", f"expected an ISA class name, got {_short(isa.get(key))}")
-        if isa.get("int8_weight_bits") is not None:
-            integer(isa["int8_weight_bits"], "isa.int8_weight_bits", 2, 8)
-    for key, value in mapping(manifest.get("accuracy_budget"), "accuracy_budget").items():
-        if value is not None:
-            number(value, f"accuracy_budget.{key}")
-    return manifest
+    return parse_manifest(manifest, directory, backends=backends)
 
 
 def _short(value: Any) -> str:

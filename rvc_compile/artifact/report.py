@@ -30,6 +30,13 @@ def _number(value: Any, unit: str = "", digits: int = 4) -> str:
     return f"{value}{unit}"
 
 
+METRIC_LABELS = {
+    "snr_db": "SNR (dB)", "log_mel_db": "log-mel (dB)", "mrstft": "MR-STFT", "f0_cents": "F0 error (cents)",
+    "voicing_mismatch": "voicing mismatch", "max_abs_error": "max abs error",
+}
+_BOOKKEEPING = ("name", "frames", "seconds", "samples", "length_mismatch", "non_finite", "voiced_frames")
+
+
 def _markdown(report: dict[str, Any], plots: list[str]) -> str:
     artifact, source, machine = report["artifact"], report["source"], report["machine"]
     accuracy, latency = report["accuracy"], report["latency"]
@@ -39,9 +46,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         f"Backend **{artifact['backend']}** on {artifact['device']}, precision **{artifact['precision']}**; "
         f"model files {artifact['size_bytes'] / 1e6:.2f} MB; built {artifact['created']} in {report['build_time_s']} s.",
         "",
-        f"Source: `{source['checkpoint']}` (sha256 `{source['sha256'][:16]}...`), RVC {source['version']}, "
-        f"{source['sample_rate']} Hz, f0={int(source['f0'])}, {source['parameters'] / 1e6:.2f} M parameters, "
-        f"{source['gflop_per_second_of_audio']:.1f} GFLOP per second of audio.",
+        f"Source: `{source['checkpoint']}` (sha256 `{source['sha256'][:16]}...`), {source['description']}, "
+        f"{source['parameters'] / 1e6:.2f} M parameters, {source['gflop_per_second_of_audio']:.1f} GFLOP per second of input.",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} logical cores, flags {', '.join(machine['flags']) or '-'}; "
         f"{machine['threads']} threads.",
@@ -51,15 +57,13 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         f"Reference: {accuracy['reference']}; noise `{accuracy['noise']}`. "
         f"Result: **{'PASS' if accuracy['passed'] else 'FAIL'}**.",
         "",
-        "| case | frames | SNR (dB) | log-mel (dB) | MR-STFT | F0 error (cents) | voicing mismatch | max abs error |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    # The component's metrics, in the order it reports them (the synthesizer: SNR, log-mel, MR-STFT, F0 ...).
+    metrics = [key for key in (accuracy["cases"][0] if accuracy["cases"] else {}) if key not in _BOOKKEEPING]
+    lines += ["| case | frames | " + " | ".join(METRIC_LABELS.get(key, key) for key in metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for case in accuracy["cases"]:
-        snr = "exact" if case["snr_db"] is None else _number(case["snr_db"])
-        lines.append(
-            f"| {case['name']} | {case['frames']} | {snr} | {_number(case['log_mel_db'])} | {_number(case['mrstft'])} | "
-            f"{_number(case['f0_cents'])} | {_number(case['voicing_mismatch'])} | {_number(case['max_abs_error'])} |"
-        )
+        values = ["exact" if key == "snr_db" and case[key] is None else _number(case[key]) for key in metrics]
+        lines.append(f"| {case['name']} | {case['frames']} | " + " | ".join(values) + " |")
     budget = ", ".join(f"`{k}` {v}" for k, v in accuracy["budget"].items() if v is not None)
     tightest = ", ".join(f"`{k}` {_number(v)}" for k, v in accuracy["smallest_passing_budget"].items() if v is not None)
     lines += ["", f"Budget: {budget}.", "", f"Smallest budget that would have passed: {tightest or 'exact match'}.", ""]
@@ -200,14 +204,17 @@ def write_report(
     *,
     reference_audio: np.ndarray,
     candidate_audio: np.ndarray,
-    sample_rate: int,
+    sample_rate: int | None,
     latency_samples: dict[str, list[float]],
 ) -> list[str]:
-    """Write report.json, the plots and report.md into ``directory``; return the file names written."""
+    """Write report.json, the plots and report.md into ``directory``; return the file names written.
+
+    ``sample_rate``: the output's, when it is audio (its mel spectrograms are plotted); None otherwise."""
     directory = Path(directory)
     plots = []
-    plot_mel_comparison(directory / MEL_PLOT, reference_audio, candidate_audio, sample_rate)
-    plots.append(MEL_PLOT)
+    if sample_rate is not None:
+        plot_mel_comparison(directory / MEL_PLOT, reference_audio, candidate_audio, sample_rate)
+        plots.append(MEL_PLOT)
     if latency_samples:
         plot_latency(directory / LATENCY_PLOT, latency_samples)
         plots.append(LATENCY_PLOT)

@@ -9,6 +9,8 @@ Its module-level constants:
 - ``ISA_EMULATION``: whether its kernels obey ``ONEDNN_MAX_CPU_ISA`` (builds then check a lower target
   class under that cap, see ``backends.emulated``);
 - ``LIBRARIES``: the distributions whose versions key the build cache for its stage;
+- ``COMPILE_CACHE``: whether ``load`` keeps compiled blobs in a ``cache_dir`` (the runtime then hands it
+  the build cache's ``compiled/<name>`` area, per the artifact's ``target.compile_cache``);
 - optionally ``SLOW_PRECISIONS``: ``{isa class: {precision: why}}``, precisions it runs slower than fp32
   there (``precision: auto`` leaves them out).
 
@@ -82,6 +84,7 @@ class Backend(Protocol):
     DEVICES: tuple[str, ...]
     ISA_EMULATION: bool
     LIBRARIES: tuple[str, ...]
+    COMPILE_CACHE: bool
 
     def check_target(self, target: Any) -> None: ...
 
@@ -108,7 +111,7 @@ class PeakKernels(Protocol):
     def peak_kernel(self, size: int, threads: int, precision: str) -> Callable[[], Any]: ...
 
 
-CONSTANTS: dict[str, type] = {"NAME": str, "PRECISIONS": tuple, "DEVICES": tuple, "ISA_EMULATION": bool, "LIBRARIES": tuple}
+CONSTANTS: dict[str, type] = {"NAME": str, "PRECISIONS": tuple, "DEVICES": tuple, "ISA_EMULATION": bool, "LIBRARIES": tuple, "COMPILE_CACHE": bool}
 FUNCTIONS = ("check_target", "check_policy", "build", "load", "adapt_to_cpu")
 # hook -> (its function, the constants that come with it)
 HOOKS: dict[str, tuple[str, ...]] = {"profile": (), "peak_kernel": ("PEAK_KERNELS",)}

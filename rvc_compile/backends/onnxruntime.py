@@ -29,6 +29,7 @@ DEVICES = ("cpu",)
 ISA_EMULATION = False
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 LIBRARIES = ("onnx", "onnxruntime", "onnxconverter-common", "numpy")
+COMPILE_CACHE = False  # ONNX Runtime optimizes the graph in memory at every load: nothing to cache
 PEAK_KERNELS = {"int8": "MatMulInteger u8s8"}
 
 

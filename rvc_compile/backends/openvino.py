@@ -25,6 +25,7 @@ PRECISIONS = ("fp32", "bf16", "int8")
 DEVICES = ("cpu",)
 ISA_EMULATION = True  # its CPU plugin obeys ONEDNN_MAX_CPU_ISA: builds check lower ISA classes under it
 LIBRARIES = ("onnx", "openvino", "nncf", "numpy")
+COMPILE_CACHE = True  # compiled blobs in CACHE_DIR make a second load fast (target.compile_cache)
 PEAK_KERNELS = {"fp32": "MatMul f32", "bf16": "MatMul bf16", "int8": "FakeQuantize+MatMul u8s8"}
 # Precisions this backend runs slower than fp32 on a CPU class (precision: auto leaves them out there).
 # Measured with OpenVINO 2026.4 on the full-size v2 40k voice, 2 threads (docs/PRECISION.md): on AMX its int8
@@ -55,12 +56,12 @@ def check_target(target: Any) -> None:
 
 def check_policy(target: Any, policy: Any) -> None:
     if target.precision == "bf16" and policy.keep_fp32:
-        raise RecipeError(
-            "precision_policy.keep_fp32: OpenVINO's bf16 hint cannot keep single layers in fp32 (it ignores "
+        raise RecipeError.at(
+            "precision_policy.keep_fp32", "OpenVINO's bf16 hint cannot keep single layers in fp32 (it ignores "
             "per-node fp32 marks); use int8 with keep_fp32, or fp32"
         )
     if target.precision == "int8" and not policy.per_channel:
-        raise RecipeError("precision_policy.per_channel: NNCF quantizes OpenVINO weights per channel only; set it to true")
+        raise RecipeError.at("precision_policy.per_channel", "NNCF quantizes OpenVINO weights per channel only; set it to true")
 
 
 def compile_options(precision: str, threads: int) -> dict[str, Any]:
@@ -171,11 +172,11 @@ def build(onnx_path: Path, target: Any, out_dir: Path, plan: Any, *, shapes: Any
 def _input_name(port: Any) -> str:
     """The graph-input name of a compiled input port. A port carries every tensor name fused onto it
     (the f0 input of a pitch model also answers to '/m_source/Cast_output_0'), and ``get_any_name`` may
-    return any of them, so prefer the one that is an input of our graph signature."""
-    from ..components.synthesizer.inputs import USER_INPUTS
+    return any of them, so prefer a plain identifier (graph inputs are; fused tensor names have '/' or ':')."""
+    import re
 
-    known = sorted(set(port.get_names()) & {*USER_INPUTS, "excitation"})
-    return known[0] if known else port.get_any_name()
+    plain = sorted(name for name in port.get_names() if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name))
+    return plain[0] if plain else port.get_any_name()
 
 
 class Runner:
@@ -201,6 +202,12 @@ class Runner:
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for bad IR
             raise ArtifactError(f"{model_path}: openvino cannot load the model ({first_line(exc, 200)})") from None
         self.input_names = [_input_name(port) for port in self.compiled.inputs]
+        # The first dynamic axis of each input: the frames (or samples = frames x k) of a time axis.
+        self._time_axes = {}
+        for name, port in zip(self.input_names, self.compiled.inputs):
+            dynamic = [axis for axis, dim in enumerate(port.get_partial_shape()) if dim.is_dynamic]
+            if dynamic:
+                self._time_axes[name] = dynamic[0]
         self.static_frames = tuple(static_frames)
         self._static: dict[int, Any] = {}
         self._lock = threading.Lock()
@@ -229,9 +236,14 @@ class Runner:
             requests[key] = compiled.create_infer_request()
         return requests[key]
 
+    def _frames(self, feed: dict[str, np.ndarray]) -> int | None:
+        """The frame count of ``feed``: the shortest time axis (others hold frames x samples per frame)."""
+        sizes = [int(feed[name].shape[axis]) for name, axis in self._time_axes.items()]
+        return min(sizes) if sizes else None
+
     def compile_static(self, feed: dict[str, np.ndarray]) -> None:
         """Compile a static-shape model for the shapes of ``feed`` (one frame count)."""
-        frames = int(feed["features"].shape[1])
+        frames = self._frames(feed)
         with self._lock:
             if frames in self._static:
                 return
@@ -244,8 +256,8 @@ class Runner:
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         feed = {name: inputs[name] for name in self.input_names}
         compiled = self.compiled
-        if self.static_frames:  # only synthesizer graphs (a ``features`` input) are given static lengths
-            frames = int(feed["features"].shape[1])
+        if self.static_frames:
+            frames = self._frames(feed)
             if frames in self.static_frames and frames not in self._static:
                 self.compile_static(feed)
             compiled = self._static.get(frames, self.compiled)

@@ -149,7 +149,7 @@ class PruneRunResult:
 
 def generated_cases(feature_dim: int, count: int, seconds: float, seed: int) -> list[dict[str, Any]]:
     """``count`` example cases of ``seconds`` each: {"features": [T, C], "f0": [T]} (stand-in until calibration.py)."""
-    from ..artifact.golden import example_case
+    from ..components.synthesizer.examples import example_case
 
     frames = max(2, int(round(seconds * 100)))
     return [example_case(feature_dim, frames, seed=seed + i) for i in range(count)]

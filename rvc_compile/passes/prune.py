@@ -77,7 +77,7 @@ class Prune(Pass):
     def run(self, state: GraphState, workdir: Path) -> GraphState:
         from torch import nn
 
-        from ..artifact.golden import example_case
+        from ..components.synthesizer.examples import example_case
         from ..components.synthesizer.model import build_model
         from ..compress.prune import prune_model, summary_line
 

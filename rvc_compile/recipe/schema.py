@@ -44,12 +44,13 @@ def _short(value: Any) -> str:
 
 @dataclass
 class Source:
-    """The checkpoint to compile."""
+    """The weights to compile, and which network family (component adapter) reads them."""
 
     checkpoint: Path
     sha256: Optional[str] = None  # pin: the build refuses a checkpoint with another hash
     config: Optional[Path] = None  # RVC config json, for training checkpoints without one
     sample_rate: Optional[Literal["32k", "40k", "48k"]] = None  # narrows config inference of training checkpoints
+    component: str = "synthesizer"  # the adapter (rvc_compile.components): synthesizer = an RVC voice checkpoint
 
 
 @dataclass
@@ -589,13 +590,22 @@ def _validate_calibration(calibration: Calibration, located: _Located) -> None:
 
 
 def _default_budget(recipe: Recipe, located: _Located) -> None:
-    """Accuracy keys the recipe does not set take the target precision's default budget."""
-    from ..verify.metrics import DEFAULT_BUDGETS
+    """Accuracy keys the recipe does not set take the component's default budget for the target precision;
+    keys the component does not measure are off (and an error when the recipe sets them)."""
+    from ..components import get_component, known_kinds
 
-    defaults = DEFAULT_BUDGETS[recipe.target.precision]
-    for name, value in defaults.items():
-        if ("accuracy", name) not in located.lines:
-            setattr(recipe.accuracy, name, value)
+    if recipe.source.component not in known_kinds():
+        raise located.error(("source", "component"), f"{_short(recipe.source.component)} is not a known component ({', '.join(known_kinds())})")
+    component = get_component(recipe.source.component)
+    defaults = component.default_budget(recipe.target.precision)
+    for item in dataclasses.fields(recipe.accuracy):
+        name = item.name
+        if name not in component.BUDGET_KEYS:
+            if ("accuracy", name) in located.lines and getattr(recipe.accuracy, name) is not None:
+                raise located.error(("accuracy", name), f"not a metric of {component.KIND} graphs (budget keys: {', '.join(component.BUDGET_KEYS)})")
+            setattr(recipe.accuracy, name, None)
+        elif ("accuracy", name) not in located.lines:
+            setattr(recipe.accuracy, name, defaults.get(name))
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

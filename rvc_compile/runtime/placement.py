@@ -34,15 +34,16 @@ class Placement:
     other: bool  # this machine is of another class than the artifact was verified on
 
 
-def placement(path: Path, manifest: dict[str, Any]) -> Placement:
-    """How this machine relates to the artifact's verified class; ArtifactError if it cannot be right here."""
+def placement(path: Path, manifest: Any) -> Placement:
+    """How this machine relates to the artifact's verified class (``manifest``: an ``artifact.schema.Manifest``);
+    ArtifactError if it cannot be right here."""
     here = machine_isa()
-    isa = manifest.get("isa") or {}
-    verified_on = isa.get("verified_on")
-    target = isa_class(isa.get("target"))
+    isa = manifest.isa
+    verified_on = isa.verified_on if isa else None
+    target = isa_class(isa.target if isa else None)
     precision = manifest.get("precision", {}).get("precision") if isinstance(manifest.get("precision"), dict) else None
     # Format-2 artifacts have no isa section; their int8 scheme was 8-bit weights throughout.
-    weight_bits = isa.get("int8_weight_bits") or (8 if precision == "int8" else None)
+    weight_bits = (isa.int8_weight_bits if isa else None) or (8 if precision == "int8" else None)
     if precision == "int8" and weight_bits == 8 and not here.vnni:
         built_for = target.name if target is not None else "a CPU with VNNI"
         raise ArtifactError(
@@ -70,7 +71,7 @@ def check_on_this_cpu(voice: Any, where: Placement, mode: str) -> None:
     if record is None:
         from ..verify.evaluate import golden_accuracy
 
-        accuracy = golden_accuracy(voice, voice.path, voice.manifest, voice.manifest["accuracy_budget"])
+        accuracy = golden_accuracy(voice, voice.path, voice.manifest, dict(voice.manifest.accuracy_budget))
         record = {"passed": accuracy["passed"], "failures": accuracy["failures"], "machine": where.machine.name, "verified_on": verified}
         _write_record(record_path, record)
     voice.cpu_notes.append(f"verified on {verified}; golden cases {'pass' if record['passed'] else 'fail'} on this {where.machine.name} CPU")
@@ -86,7 +87,7 @@ def _record_path(voice: Any, machine: IsaClass) -> Path | None:
     gave here. The contents are the files as they are now (an artifact loaded with allow_tampered may
     differ from its manifest), so a changed file is checked again."""
     from ..artifact.manifest import file_table
-    from ..cache.store import resolve_cache_dir
+    from ..cache.store import Store
     from ..machine import cpu_info
 
     try:
@@ -97,8 +98,8 @@ def _record_path(voice: Any, machine: IsaClass) -> Path | None:
     library = voice.manifest["backend"].get("library_version", "")
     parts = [manifest_bytes, files, machine.name.encode(), str(cpu_info()["cpu"]).encode(), str(library).encode()]
     key = hashlib.sha256(b"\0".join(parts)).hexdigest()
-    try:
-        return resolve_cache_dir(None) / "cpu-checks" / f"{key}.json"
+    try:  # an area of the build cache: ``rvc-compile cache ls/du/prune/clear`` see it
+        return Store.open(None).area("cpu-checks") / f"{key}.json"
     except Exception:  # no usable cache folder: check every time
         return None
 

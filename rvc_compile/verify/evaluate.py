@@ -12,32 +12,27 @@ from typing import Any
 
 import numpy as np
 
-from ..artifact.golden import example_case, load_case
+
+from ..artifact.golden import load_case
 from ..machine import peak_memory_mb
 from .metrics import check_budget, compare, latency_stats, smallest_passing_budget
-
-
-def run_case(voice: Any, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """Run a stored case (user-level inputs with batch dimensions) through the runtime's whole path."""
-    noise = {name: arrays[name] for name in ("prior_noise", "source_noise") if name in arrays}
-    f0 = arrays["f0"][0] if "f0" in arrays else None
-    return voice.infer(arrays["features"][0], f0, speaker=int(arrays["speaker"][0]), noise=noise)
 
 
 def golden_accuracy(voice: Any, artifact_dir: Path, manifest: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:
     """Run every golden case through ``voice`` and compare with its stored fp32 reference output."""
     cases = []
-    for entry in manifest["golden"]:
-        arrays = load_case(Path(artifact_dir) / entry["file"])
-        candidate = run_case(voice, arrays)
-        metrics = compare(arrays["reference"].reshape(-1), candidate, voice.sample_rate)
-        cases.append({"name": entry["name"], "frames": entry["frames"], "seconds": entry["seconds"], **metrics})
-    failures = [f"{case['name']}: {failure}" for case in cases for failure in check_budget(case, budget)]
+    for entry in voice.manifest.golden:
+        arrays = load_case(Path(artifact_dir) / entry.file)
+        candidate = voice.run_case(arrays)
+        metrics = voice.compare(arrays["reference"].reshape(-1), candidate)
+        cases.append({"name": entry.name, "frames": entry.frames, "seconds": entry.seconds, **metrics})
+    keys = voice.component.BUDGET_KEYS
+    failures = [f"{case['name']}: {failure}" for case in cases for failure in check_budget(case, budget, keys=keys)]
     return {
         "reference": "fp32 PyTorch eager, identical inputs and noise",
         "budget": budget,
         "cases": cases,
-        "smallest_passing_budget": smallest_passing_budget(cases),
+        "smallest_passing_budget": smallest_passing_budget(cases, keys=keys),
         "failures": failures,
         "passed": not failures,
     }
@@ -46,24 +41,22 @@ def golden_accuracy(voice: Any, artifact_dir: Path, manifest: dict[str, Any], bu
 def measure_latency(
     voice: Any, seconds_list: list[float], *, repeat: int, warmup: int, goals: list[dict[str, float]], threads: int
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """Time ``voice.infer`` at each length (after warm-up runs); check the real-time-factor goals."""
+    """Time ``voice.run_case`` (the runtime's whole path) at each length after warm-up runs; check the goals.
+
+    Inputs: the component's example inputs at seed 7 with noise ``seed:1`` (``timing_inputs``)."""
     cases, samples = [], {}
     for seconds in seconds_list:
-        frames = max(int(round(seconds * voice.sample_rate / voice.hop_length)), voice.min_frames)
-        if voice.max_frames is not None:
-            frames = min(frames, voice.max_frames)
-        case = example_case(voice.feature_dim, frames, seed=7)
-        f0 = case["f0"] if voice.has_f0 else None
-        speaker = voice.fixed_speaker or 0
+        frames = voice.frames_for(seconds)
+        arrays = timing_inputs(voice, frames)
         for _ in range(warmup):
-            voice.infer(case["features"], f0, speaker=speaker, noise="seed:1")
+            voice.run_case(arrays)
         times = []
         gc.collect()
         for _ in range(repeat):
             start = time.perf_counter()
-            voice.infer(case["features"], f0, speaker=speaker, noise="seed:1")
+            voice.run_case(arrays)
             times.append(time.perf_counter() - start)
-        audio_seconds = frames * voice.hop_length / voice.sample_rate
+        audio_seconds = frames / voice.frames_per_second
         cases.append({"seconds": audio_seconds, "frames": frames, **latency_stats(times, audio_seconds)})
         samples[f"{audio_seconds:g} s"] = times
     goal_results, failures = check_goals(cases, goals)
@@ -77,6 +70,11 @@ def measure_latency(
         "passed": not failures,
     }
     return result, samples
+
+
+def timing_inputs(voice: Any, frames: int) -> dict[str, Any]:
+    """What latency is measured on: the same inputs in the build (for the eager reference) and verify."""
+    return voice.example_inputs(frames, seed=7, noise="seed:1")
 
 
 def check_goals(
@@ -119,25 +117,27 @@ def check_goals(
 
 def evaluate_artifact(
     artifact_dir: Path,
-    manifest: dict[str, Any],
+    manifest: Any,
     *,
     check_latency: bool = True,
     threads: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """Load the artifact described by ``manifest`` and measure accuracy (and latency) against its gates."""
-    from ..backends import get_backend
-    from ..runtime import CompiledVoice
-
+    """Load the artifact described by ``manifest`` (typed, or its JSON dict) and measure accuracy (and
+    latency) against its gates."""
     import tempfile
 
+    from ..artifact.schema import parse_manifest
+    from ..backends import get_backend
+    from ..components import get_component
     from ..machine import machine_isa
 
-    backend = get_backend(manifest["backend"]["name"], for_build=False)
-    section, _ = backend.adapt_to_cpu(manifest["backend"], machine_isa())  # e.g. bf16 -> f32 without native bf16
-    threads = threads or int(manifest["target"]["threads"])
+    manifest = parse_manifest(manifest, Path(artifact_dir))
+    backend = get_backend(manifest.backend.name, for_build=False)
+    section, _ = backend.adapt_to_cpu(dict(manifest.backend.options), machine_isa())  # e.g. bf16 -> f32 without native bf16
+    threads = threads or manifest.target.threads
     with tempfile.TemporaryDirectory(prefix="rvc-compile-blobs-") as blobs:
         # Cold: compile from the model files into an empty compile cache. Warm: a second load reads it.
-        cache_dir = Path(blobs) if manifest.get("target", {}).get("compile_cache", "none") != "none" else None
+        cache_dir = Path(blobs) if manifest.target.compile_cache != "none" else None
         start = time.perf_counter()
         runner = backend.load(artifact_dir, section, threads=threads, cache_dir=cache_dir)
         cold = time.perf_counter() - start
@@ -147,33 +147,15 @@ def evaluate_artifact(
             start = time.perf_counter()
             runner = backend.load(artifact_dir, section, threads=threads, cache_dir=cache_dir)
             warm = time.perf_counter() - start
-        voice = CompiledVoice(Path(artifact_dir), manifest, runner, cold)
-        result: dict[str, Any] = {"accuracy": golden_accuracy(voice, artifact_dir, manifest, manifest["accuracy_budget"])}
+        voice = get_component(manifest.component.kind, for_build=False).open(Path(artifact_dir), manifest, runner, cold)
+        result: dict[str, Any] = {"accuracy": golden_accuracy(voice, artifact_dir, manifest, dict(manifest.accuracy_budget))}
         samples: dict[str, list[float]] = {}
         if check_latency:
-            latency = manifest["latency"]
+            latency = manifest.latency
             result["latency"], samples = measure_latency(
-                voice, latency["seconds"], repeat=latency["repeat"], warmup=latency["warmup"], goals=latency["goals"], threads=threads
+                voice, list(latency.seconds), repeat=latency.repeat, warmup=latency.warmup,
+                goals=[goal.to_dict() for goal in latency.goals], threads=threads,
             )
             result["latency"]["load_time_cold_s"] = cold
             result["latency"]["load_time_warm_s"] = warm
     return result, samples
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Worker: ``python -m rvc_compile.verify.evaluate DIR MANIFEST.json RESULT.json``.
-
-    The build measures its artifact in a fresh process so load time and peak memory are the
-    runtime's alone, without torch and the build's own allocations.
-    """
-    import json
-    import sys
-
-    artifact_dir, manifest_path, result_path = (argv or sys.argv[1:])[:3]
-    manifest = json.loads(Path(manifest_path).read_text())
-    result, samples = evaluate_artifact(Path(artifact_dir), manifest)
-    Path(result_path).write_text(json.dumps({"result": result, "samples": samples}))
-
-
-if __name__ == "__main__":
-    main()

@@ -37,6 +37,13 @@ def verify_artifact(path: Path, *, skip_latency: bool = False, threads: int | No
     return result
 
 
+# metric -> (heading, unit, width) of verify's accuracy table; metrics of every component's compare().
+_COLUMNS = {
+    "snr_db": ("SNR", " dB", 12), "log_mel_db": ("log-mel", " dB", 14), "mrstft": ("MR-STFT", "", 12),
+    "f0_cents": ("F0 error", " ct", 14), "max_abs_error": ("max abs", "", 12),
+}
+
+
 def _fmt(value: Any, unit: str = "") -> str:
     if value is None:
         return "-"
@@ -64,13 +71,12 @@ def format_result(result: dict[str, Any]) -> str:
     accuracy = result.get("accuracy")
     if accuracy:
         lines.append(f"accuracy  {'PASS' if accuracy['passed'] else 'FAIL'}  (reference: {accuracy['reference']})")
-        lines.append(f"  {'case':<14}{'SNR':>12}{'log-mel':>14}{'MR-STFT':>12}{'F0 error':>14}{'max abs':>12}")
-        for case in accuracy["cases"]:
-            snr = "exact" if case["snr_db"] is None else _fmt(case["snr_db"], " dB")
-            lines.append(
-                f"  {case['name']:<14}{snr:>12}{_fmt(case['log_mel_db'], ' dB'):>14}"
-                f"{_fmt(case['mrstft']):>12}{_fmt(case['f0_cents'], ' ct'):>14}{_fmt(case['max_abs_error']):>12}"
-            )
+        cases = accuracy["cases"]
+        columns = [key for key in (cases[0] if cases else {}) if key in _COLUMNS]  # the component's metrics, its order
+        lines.append(f"  {'case':<14}" + "".join(f"{_COLUMNS[key][0]:>{_COLUMNS[key][2]}}" for key in columns))
+        for case in cases:
+            cells = ["exact" if key == "snr_db" and case[key] is None else _fmt(case[key], _COLUMNS[key][1]) for key in columns]
+            lines.append(f"  {case['name']:<14}" + "".join(f"{cell:>{_COLUMNS[key][2]}}" for key, cell in zip(columns, cells)))
         budget = ", ".join(f"{k}={v}" for k, v in accuracy["budget"].items() if v is not None)
         lines.append(f"  budget: {budget}")
         lines += [f"  - {failure}" for failure in accuracy["failures"]]

@@ -7,7 +7,7 @@ the same sample rate; every value carries its unit in its name (``_db``, ``_cent
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -210,8 +210,10 @@ DEFAULT_BUDGETS: dict[str, dict[str, float | None]] = {
 DEFAULT_BUDGETS["auto"] = dict(DEFAULT_BUDGETS["fp16"])
 
 
-def check_budget(metrics: dict[str, Any], budget: dict[str, Any]) -> list[str]:
-    """Every way ``metrics`` break ``budget`` (an empty list when they hold). None budgets are unchecked."""
+def check_budget(metrics: dict[str, Any], budget: dict[str, Any], *, keys: Mapping[str, tuple[str, str]] | None = None) -> list[str]:
+    """Every way ``metrics`` break ``budget`` (an empty list when they hold). None budgets are unchecked.
+
+    ``keys``: the component's budget keys (``Component.BUDGET_KEYS``); the synthesizer's by default."""
     failures = []
     if metrics.get("length_mismatch"):
         failures.append(f"output has {metrics['length_mismatch']:+d} samples against the reference")
@@ -219,7 +221,7 @@ def check_budget(metrics: dict[str, Any], budget: dict[str, Any]) -> list[str]:
         failures.append(f"output has {metrics['non_finite']} NaN/Inf samples")
     if failures:
         return failures
-    for key, (metric, direction) in BUDGET_KEYS.items():
+    for key, (metric, direction) in (BUDGET_KEYS if keys is None else keys).items():
         limit = budget.get(key)
         value = metrics.get(metric)
         if limit is None:
@@ -235,10 +237,10 @@ def check_budget(metrics: dict[str, Any], budget: dict[str, Any]) -> list[str]:
     return failures
 
 
-def smallest_passing_budget(cases: list[dict[str, Any]]) -> dict[str, float | None]:
+def smallest_passing_budget(cases: list[dict[str, Any]], *, keys: Mapping[str, tuple[str, str]] | None = None) -> dict[str, float | None]:
     """The tightest budget every case would have passed (what Polygraphy calls the required tolerance)."""
     budget: dict[str, float | None] = {}
-    for key, (metric, direction) in BUDGET_KEYS.items():
+    for key, (metric, direction) in (BUDGET_KEYS if keys is None else keys).items():
         values = [case.get(metric) for case in cases]
         if metric == "snr_db":
             finite = [v for v in values if v is not None]
