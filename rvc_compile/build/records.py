@@ -109,15 +109,6 @@ class Reference:
         self._model = None
         self._outputs: dict[str, np.ndarray] = {}
 
-    @staticmethod
-    def weights_key(weights: Mapping[str, Any]) -> str:
-        """A content hash of a state dict (the key of a derived model's reference outputs)."""
-        digest = hashlib.sha256()
-        for name in sorted(weights):
-            digest.update(name.encode())
-            digest.update(weights[name].detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
-
     def _compute(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         import torch
 

@@ -23,6 +23,7 @@ from .. import __version__
 from ..artifact.golden import load_case, save_case
 from ..artifact.manifest import MANIFEST, MANIFEST_DIGEST
 from ..errors import BuildError, GateFailure, RecipeError
+from ..hashing import state_dict_sha256
 from ..machine import cpu_info, int8_weight_bits, library_versions
 from ..verify.parity import multi_length_check
 from .records import BuildContext, CompiledRecord, GraphRecord, Reference, SourceRecord, pass_params
@@ -82,7 +83,7 @@ def _derived_reference(ctx: BuildContext, source: SourceRecord, derived: dict[st
     spec = ctx.component.spec_from_dict(derived["spec"], source=f"{source.loaded.path} (after the recipe's torch passes)")
     weights = derived["state_dict"]
     ctx.log("reference: the model the torch passes derived (its fp32 output is what the artifact must match)")
-    return spec, weights, Reference(ctx.component, spec, weights, ctx.threads, stages=ctx.stages, model_key=Reference.weights_key(weights))
+    return spec, weights, Reference(ctx.component, spec, weights, ctx.threads, stages=ctx.stages, model_key=state_dict_sha256(weights))
 
 
 def capture(ctx: BuildContext, source: SourceRecord) -> GraphRecord:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Literal, Mapping
 import numpy as np
 
 from ..errors import RecipeError
+from ..hashing import state_dict_sha256
 from ..components.synthesizer.spec import ModelSpec
 
 STATE_FILE = "distill-state.pt"
@@ -235,20 +236,12 @@ def _sample_batch(cases: list[dict[str, Any]], spec: ModelSpec, config: DistillC
 
 # -- the run -------------------------------------------------------------------------------------
 
-def _tensor_digest(state_dict: Mapping[str, Any]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        digest.update(key.encode())
-        digest.update(state_dict[key].detach().cpu().float().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def run_fingerprint(teacher_spec: ModelSpec, student_spec: ModelSpec, student_state: Mapping[str, Any], cases: list[Mapping[str, np.ndarray]], config: DistillConfig) -> str:
     """What a saved state must match to be resumed: the models, the data and every setting that changes the result."""
     digest = hashlib.sha256()
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("log_every", "save_every", "resume", "threads", "device")}
     digest.update(json.dumps({"teacher": teacher_spec.to_dict(), "student": student_spec.to_dict(), "config": settings}, sort_keys=True).encode())
-    digest.update(_tensor_digest(student_state).encode())
+    digest.update(state_dict_sha256(student_state).encode())
     for case in cases:
         for name in ("features", "f0"):
             if case.get(name) is not None:
