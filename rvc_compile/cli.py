@@ -165,6 +165,28 @@ def pack(artifact: Path, output: Path) -> None:
 
 
 @cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--profile", required=True, metavar="vc-client|rvc-onnx",
+              help="The app to load the file: vc-client (w-okada VC Client) or rvc-onnx (RVC WebUI's OnnxRVC).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The ONNX file to write (VOICE.onnx); its record goes to VOICE.onnx.json.")
+@click.option("--noise", default="graph", show_default=True, metavar="graph|inputs",
+              help="graph: the noise is drawn inside the graph, as the apps expect. inputs: the draws are extra inputs "
+                   "(prior_noise, source_noise), a deterministic file for checking that the apps cannot feed.")
+@click.option("--threads", type=int, help="Threads for the verification runs (default: as recorded in the artifact).")
+def export(artifact: Path, profile: str, output: Path, noise: str, threads: int | None) -> None:
+    """Export an ONNX Runtime ARTIFACT as one ONNX file an app loads unchanged; prints its path last.
+
+    The file is verified before it is written (the artifact's golden cases against its fp32 reference and
+    three lengths against its runtime, within its accuracy budget): exit 1 if that fails, 2 if the
+    artifact cannot be exported in this profile. docs/EXPORT.md.
+    """
+    from .export import export_artifact
+
+    result = export_artifact(artifact, profile, output, noise=noise, threads=threads, log=lambda message: click.echo(message, err=True))
+    click.echo(str(result.path))
+
+
+@cli.command()
 @click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "out_dir", default=Path("."), show_default=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to unpack into: the artifact lands in OUTPUT/<name>/<version>.")
 @click.option("--force", is_flag=True, help="Replace an existing artifact version.")

@@ -147,3 +147,8 @@ class GateFailure(RvcCompileError):
 
 class CalibrationError(RvcCompileError):
     """Calibration data is missing, empty, unreadable, or does not match the model (width, rate, alignment)."""
+
+
+class ExportError(RvcCompileError):
+    """An artifact cannot be exported in the asked profile (rvc-compile export): an unknown profile, or
+    what the profile's client cannot carry (another backend, a static graph, a voice without pitch)."""

@@ -327,12 +327,16 @@ def assemble(ctx: BuildContext, source: SourceRecord, compiled: CompiledRecord, 
             folder, report, reference_audio=golden_case["reference"].reshape(-1), candidate_audio=candidate,
             sample_rate=component.output_sample_rate(graph.spec), latency_samples=samples,
         )
+        if recipe.export:  # drop-in files for the apps (exports/<profile>.onnx), each verified; hashed with the rest
+            from ..export import export_into
+
+            export_into(folder, manifest, list(recipe.export), threads=ctx.threads, log=ctx.log)
         return {"manifest": manifest, "report": report}
 
     entry = ctx.stages.run(
         "artifact", produce, inputs={"backend": compiled.key},
         params={"name": recipe.name, "version": recipe.version, "golden": recipe.golden, "accuracy": recipe.accuracy, "latency": recipe.latency,
-                "target": recipe.target, "shapes": ctx.shapes},
+                "target": recipe.target, "shapes": ctx.shapes, "export": recipe.export},
         libraries=LIBRARIES, device=cpu_device(),
     )
     copy_files(entry, writer.dir, exclude=(MANIFEST, MANIFEST_DIGEST))

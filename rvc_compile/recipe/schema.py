@@ -226,6 +226,16 @@ class Golden:
 
 
 @dataclass
+class ExportEntry:
+    """A drop-in ONNX file the build also writes into the artifact: exports/<profile>.onnx and its record
+    exports/<profile>.onnx.json, verified like ``rvc-compile export`` (docs/EXPORT.md). ONNX Runtime,
+    dynamic-shape artifacts only; rvc-onnx takes pitch voices only."""
+
+    profile: Literal["vc-client", "rvc-onnx"]
+    noise: Literal["graph", "inputs"] = "graph"  # inputs: the noise draws become inputs (for checking; the apps cannot feed them)
+
+
+@dataclass
 class Recipe:
     name: str
     version: str
@@ -239,6 +249,7 @@ class Recipe:
     accuracy: Accuracy = field(default_factory=Accuracy)
     latency: Latency = field(default_factory=Latency)
     golden: Golden = field(default_factory=Golden)
+    export: list[ExportEntry] = field(default_factory=list)
     output_dir: Path = Path("out/artifacts")
     recipe_path: Path = field(default=Path("<recipe>"), metadata={"internal": True})
 
@@ -549,6 +560,21 @@ def _validate(recipe: Recipe, located: _Located) -> None:
     if policy.max_fp32_layers is not None and policy.max_fp32_layers < 0:
         raise located.error(("precision_policy", "max_fp32_layers"), "must be 0 or more")
     _validate_calibration(recipe.calibration, located)
+    _validate_export(recipe, located)
+
+
+def _validate_export(recipe: Recipe, located: _Located) -> None:
+    seen: set[str] = set()
+    for index, entry in enumerate(recipe.export):
+        if entry.profile in seen:
+            raise located.error(("export", index, "profile"), f"{entry.profile} is listed twice (one file per profile)")
+        seen.add(entry.profile)
+        if recipe.target.backend != "onnxruntime":
+            raise located.error(("export", index), f"exports are made from ONNX Runtime artifacts; target.backend is {recipe.target.backend!r}")
+        if recipe.shapes.mode != "dynamic":
+            raise located.error(("export", index), "the apps feed any length: exports need shapes.mode: dynamic")
+        if recipe.source.component != "synthesizer":
+            raise located.error(("export", index), f"exports carry RVC synthesizers; source.component is {recipe.source.component!r}")
 
 
 def _validate_calibration(calibration: Calibration, located: _Located) -> None:
