@@ -320,3 +320,22 @@ def test_export_matrix(matrix_root, checkpoint_factory, version, rate, f0, preci
             assert session.get_inputs()[0].type == "tensor(float)"  # OnnxRVC feeds float32 phone, whatever the artifact
             summary = clients.run_rvc_onnx(str(out), frames=24)
         assert summary["samples"] == 24 * hop
+
+
+def test_bench_runs_exported_files_as_their_apps_do(tmp_path, host_source_artifact):
+    """`bench vc-client:FILE rvc-onnx:FILE ARTIFACT`: one interleaved run, the files fed as their apps feed them."""
+    from rvc_compile.errors import InputError
+    from rvc_compile.measure.bench import BenchSettings, run_bench
+
+    files = {profile: tmp_path / f"voice.{profile}.onnx" for profile in ("vc-client", "rvc-onnx")}
+    for profile, path in files.items():
+        export_artifact(host_source_artifact, profile, path, log=quiet)
+    sources = [f"{profile}:{path}" for profile, path in files.items()] + [str(host_source_artifact)]
+    result = run_bench(sources, BenchSettings(seconds=(0.2,), repeat=2, warmup=1, threads=1, floor=False))
+    rows = {row["source"]: row for row in result["results"]}
+    assert {"vc-client:voice.vc-client", "rvc-onnx:voice.rvc-onnx"} <= set(rows)
+    assert all(row["status"] == "ok" and row["p50_ms"] > 0 for row in rows.values()), rows
+    by_label = {source["label"]: source for source in result["sources"]}
+    assert by_label["vc-client:voice.vc-client"]["export"]["profile"] == "vc-client"
+    with pytest.raises(InputError, match="needs a file `rvc-compile export` wrote"):
+        run_bench([f"vc-client:{host_source_artifact / 'model.onnx'}"], BenchSettings(seconds=(0.2,), repeat=1, warmup=0, threads=1, floor=False))

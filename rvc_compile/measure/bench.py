@@ -191,7 +191,11 @@ def source_flops_per_second(spec: SourceSpec, info: dict[str, Any], component: A
     ``FLOP_COUNT_FRAMES``), else by the component (``flops_per_second``) on the checkpoint's weights
     (``weights(path)`` loads them)."""
     from .flops import graph_flops
+    from .sources import EXPORTS
 
+    if spec.kind in EXPORTS:  # the artifact's model, as the file computes it (plus its small in-graph source)
+        seconds = FLOP_COUNT_FRAMES / float(component.frames_per_second(model_spec))
+        return model_flops_at(component, model_spec, FLOP_COUNT_FRAMES) / seconds, f"model at {FLOP_COUNT_FRAMES} frames (exported file)"
     if spec.kind != "artifact":
         if weights is None:
             return None, "not counted (no weights)"

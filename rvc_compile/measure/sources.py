@@ -7,6 +7,10 @@
                           work) run in ONNX Runtime with default session options and the thread count
     ARTIFACT/             a compiled artifact of any component, through rvc_compile.runtime.load
                           (``CompiledModel.run_case``; for a synthesizer, its public ``infer``)
+    vc-client:FILE.onnx   a file ``rvc-compile export`` wrote, fed the way its app feeds it (names or
+    rvc-onnx:FILE.onnx    positions, dtypes, coarse pitch; the noise the app leaves to the graph is drawn
+                          there), in ONNX Runtime with the thread count; its sidecar FILE.onnx.json says
+                          which voice it holds
 
 Checkpoint sources are RVC synthesizer checkpoints (``CHECKPOINT_COMPONENT``): a file does not say
 which component it belongs to, an artifact's manifest does. The eager runners use the component's
@@ -40,7 +44,8 @@ from ..errors import InputError
 from ..machine import peak_memory_mb
 
 BASELINES = ("eager-fp32", "eager-bf16", "naive-onnx")
-KINDS = BASELINES + ("artifact",)
+EXPORTS = ("vc-client", "rvc-onnx")  # files `rvc-compile export` writes, one kind per profile
+KINDS = BASELINES + EXPORTS + ("artifact",)
 NAIVE_ONNX_OPSET = 17
 
 
@@ -68,6 +73,12 @@ def parse_source(text: str) -> SourceSpec:
         raise InputError(f"{text}: no such checkpoint or artifact")
     if kind == "artifact" and not is_artifact(path):
         raise InputError(f"{text}: not an rvc-compile artifact (no manifest.json)")
+    if kind in EXPORTS:
+        from ..export import sidecar_path
+
+        if not path.is_file() or not sidecar_path(path).is_file():
+            raise InputError(f"{text}: {kind} needs a file `rvc-compile export` wrote, with its sidecar {sidecar_path(path).name}")
+        return SourceSpec(text=str(text), kind=kind, path=str(path.resolve()), label=f"{kind}:{path.stem}")
     if kind != "artifact" and not path.is_file():
         raise InputError(f"{text}: {kind} needs a checkpoint file; {path} is a folder without manifest.json")
     return SourceSpec(text=str(text), kind=kind, path=str(path.resolve()), label=_default_label(kind, path))
@@ -340,6 +351,52 @@ class NaiveOnnxRunner(_Runner):
         self.exporter.stop()
 
 
+class ExportedFileRunner(_Runner):
+    """A file ``rvc-compile export`` wrote, fed exactly as its app feeds it (``export.profiles.client_feed``):
+    VC Client by name with the features' dtype taken from the first input, OnnxRVC by position with the
+    prior noise as ``rnd``; noise the app does not feed is drawn in the graph. The voice (and so the
+    benchmark inputs) comes from the file's sidecar."""
+
+    def __init__(self, path: str, threads: int, profile: str):
+        import json
+
+        import onnxruntime as ort
+
+        from ..components import get_component
+        from ..export import sidecar_path
+        from ..export.profiles import get_profile
+
+        record = json.loads(sidecar_path(Path(path)).read_text())
+        component = get_component(record["component"]["kind"], for_build=False)
+        super().__init__(component, component.spec_from_dict(record["component"]["spec"], source=str(sidecar_path(Path(path)))))
+        self.profile = get_profile(profile)
+        if record.get("profile") != profile:
+            raise InputError(f"{path}: a {record.get('profile')} file, not {profile} (its sidecar says so)")
+        self.precision = record["precision"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.names = [item.name for item in self.session.get_inputs()]  # by name (VC Client) and position (OnnxRVC) alike
+        self.info = {
+            **model_info(component, self.spec),
+            "fixed_speaker": record["voice"].get("fixed_speaker"),
+            "precision": self.precision,
+            "backend": f"onnxruntime ({self.profile.client} file, noise drawn in the graph)",
+            "size_bytes": Path(path).stat().st_size,
+            "size_what": f"{Path(path).name} ({profile} profile)",
+            "export": {"profile": profile, "source": record.get("source", {}).get("artifact")},
+        }
+
+    def _call(self, key: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        from ..export.profiles import client_feed
+
+        feed = client_feed(self.profile, features=arrays["features"], f0=arrays.get("f0"), speaker=int(arrays["speaker"][0]),
+                           prior_noise=arrays.get("prior_noise"), has_f0=self.spec.f0, precision=self.precision)
+        return np.asarray(self.session.run(None, {name: feed[name] for name in self.names})[0]).reshape(-1)
+
+
 def _checkpoint_spec(path: str) -> dict[str, Any]:
     return load_checkpoint_source(path)[1].spec.to_dict()
 
@@ -373,6 +430,8 @@ def model_files_bytes(manifest: dict[str, Any]) -> int:
 def open_runner(spec: SourceSpec, threads: int, workdir: str) -> _Runner:
     if spec.kind == "artifact":
         return ArtifactRunner(spec.path, threads)
+    if spec.kind in EXPORTS:
+        return ExportedFileRunner(spec.path, threads, spec.kind)
     if spec.kind == "naive-onnx":
         return NaiveOnnxRunner(spec.path, threads, workdir)
     return EagerRunner(spec.path, threads, bf16=spec.kind == "eager-bf16")
