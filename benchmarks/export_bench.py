@@ -128,7 +128,6 @@ def render(record: dict[str, Any]) -> str:
                 timing[row["source"]] = row
         fp32_p50 = None
         for item in entry["exports"]:
-            label = f"vc-client:{Path(item['file']).stem}"
             if item["profile"] == "vc-client" and item["precision"] == "fp32":
                 fp32_p50 = (timing.get(_label(bench, item)) or {}).get("p50_ms")
         for item in entry["exports"]:
@@ -147,7 +146,9 @@ def render(record: dict[str, Any]) -> str:
             if build["status"] != "built":
                 lines.append(f"| {voice} | (build) | {precision} | failed: {build['error'][:90]} | | | | | |")
     lines += ["", "p50: one interleaved `rvc-compile bench` run per voice over its vc-client files (inputs fed as VC Client feeds them, "
-              "noise drawn in the graph); vs fp32 file: p50 of the fp32 file / p50 of this file.", ""]
+              "noise drawn in the graph); vs fp32 file: p50 of the fp32 file / p50 of this file. Compare within a voice (one run), "
+              "not across voices (separate runs; the machine may have been busier during one). ONNX Runtime's CPU provider has "
+              "no fp16 arithmetic, so fp16 files are smaller, not faster, on CPUs (docs/PERFORMANCE.md).", ""]
     return "\n".join(lines)
 
 
