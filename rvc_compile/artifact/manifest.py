@@ -203,7 +203,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:  # ValueError: bad JSON, or an integer past Python's digit limit
         raise ArtifactError.about(path, f"not valid JSON ({first_line(exc, 120, type(exc).__name__)})") from None
     if not isinstance(manifest, dict):
-        raise ArtifactError.about(path, f"expected a JSON object")
+        raise ArtifactError.about(path, "expected a JSON object")
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
         raise ArtifactError.about(path, f"missing keys {', '.join(missing)}")
@@ -211,7 +211,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise ArtifactError.about(path, f"format version {_short(manifest['format_version'])}; this rvc-compile reads {', '.join(map(str, READABLE_FORMAT_VERSIONS))}")
     files = manifest["files"]
     if not isinstance(files, dict):
-        raise ArtifactError.about(path, f"'files' must be an object")
+        raise ArtifactError.about(path, "'files' must be an object")
     for name, entry in files.items():
         _safe_relative(name, directory)
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("size"), int):
@@ -220,10 +220,10 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         if not isinstance(manifest[key], dict):
             raise ArtifactError.about(path, f"'{key}' must be an object")
     if not isinstance(manifest["golden"], list):
-        raise ArtifactError.about(path, f"'golden' must be a list")
+        raise ArtifactError.about(path, "'golden' must be a list")
     backend_files = manifest["backend"].get("files", {})
     if not isinstance(backend_files, dict) or any(not isinstance(name, str) or name not in files for name in backend_files.values()):
-        raise ArtifactError.about(path, f"backend files are not listed in 'files'")
+        raise ArtifactError.about(path, "backend files are not listed in 'files'")
     for entry in manifest["golden"]:
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or entry["file"] not in files:
             raise ArtifactError.about(path, f"golden case {_short(entry)} is not listed in 'files'")

@@ -10,12 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 
 from ..artifact.golden import load_case
 from ..machine import peak_memory_mb
-from .metrics import check_budget, compare, latency_stats, smallest_passing_budget
+from .metrics import check_budget, latency_stats, smallest_passing_budget
 
 
 def golden_accuracy(voice: Any, artifact_dir: Path, manifest: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:

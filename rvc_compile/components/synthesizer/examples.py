@@ -8,7 +8,6 @@ seeded perturbation, so consecutive frames differ as in speech; f0 is a synthesi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
