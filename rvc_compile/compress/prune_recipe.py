@@ -22,7 +22,7 @@ from ..errors import CheckpointError, RecipeError
 from ..passes.prune import PruningParams
 from ..artifact.manifest import NAME_RULE, is_valid_name
 from ..hashing import is_sha256_hex
-from ..recipe.schema import _convert_dataclass, _dataclass_schema, _Located, _parse_yaml, apply_override
+from ..recipe.schema import _dataclass_schema, _Located, read_recipe_file
 
 # Seeds of the generated held-out cases start here: far from the training cases' seeds.
 HELD_OUT_SEED_OFFSET = 10_000
@@ -115,21 +115,7 @@ def _validate(recipe: PruneRecipe, located: _Located) -> None:
 
 def load_prune_recipe(path: str | Path, overrides: list[str] | None = None) -> PruneRecipe:
     """Read, override, convert and check a prune recipe; RecipeError names the key path and line."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such recipe file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{path}: cannot read the recipe ({exc})") from None
-    located = _Located(path)
-    raw = _parse_yaml(text, path, located)
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a prune recipe is a mapping of keys, got {type(raw).__name__}")
-    for override in overrides or []:
-        apply_override(raw, override, located)
-    recipe = _convert_dataclass(raw, PruneRecipe, (), located, path.resolve().parent)
-    recipe.recipe_path = path
+    recipe, located = read_recipe_file(path, PruneRecipe, overrides, "a prune recipe")
     _validate(recipe, located)
     return recipe
 

@@ -634,8 +634,9 @@ def _default_budget(recipe: Recipe, located: _Located) -> None:
             setattr(recipe.accuracy, name, defaults.get(name))
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override, convert and check a recipe file; RecipeError names the key path and line."""
+def read_recipe_file(path: str | Path, cls: type, overrides: list[str] | None, what: str) -> tuple[Any, _Located]:
+    """Read a YAML recipe file, apply ``--set`` overrides and convert it to ``cls`` (``what`` names the kind
+    of recipe in errors); the recipe and where each key came from, for the caller's checks."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -646,11 +647,17 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     located = _Located(path)
     raw = _parse_yaml(text, path, located)
     if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(raw).__name__}")
+        raise RecipeError(f"{path}: {what} is a mapping of keys, got {type(raw).__name__}")
     for override in overrides or []:
         apply_override(raw, override, located)
-    recipe = _convert_dataclass(raw, Recipe, (), located, path.resolve().parent)
+    recipe = _convert_dataclass(raw, cls, (), located, path.resolve().parent)
     recipe.recipe_path = path
+    return recipe, located
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override, convert and check a recipe file; RecipeError names the key path and line."""
+    recipe, located = read_recipe_file(path, Recipe, overrides, "a recipe")
     _default_budget(recipe, located)
     _validate(recipe, located)
     return recipe
