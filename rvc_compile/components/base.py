@@ -198,15 +198,32 @@ class Component:
         """Check the manifest's graph inputs are ones this component's runtime can feed."""
 
     def spec_from_manifest(self, manifest: Mapping[str, Any], path: Path) -> Any:
-        """The spec an artifact was built from (``manifest.component.spec``), checked."""
+        """The spec an artifact was built from (``spec_section``), checked against the manifest's model
+        section (``check_spec``); ArtifactError naming the artifact and the section otherwise."""
         from ..errors import RvcCompileError
 
+        section = self.spec_section(manifest)
         try:
-            return self.spec_from_dict(manifest["component"]["spec"], source=f"{path}: manifest.json component.spec")
+            data = manifest
+            for key in section.split("."):
+                data = data[key]
+            spec = self.spec_from_dict(data, source=f"{path}: manifest.json {section}")
         except RvcCompileError as exc:
-            raise ArtifactError(f"{path}: manifest.json: component.spec: {exc.problem or exc}") from None
+            raise ArtifactError(f"{path}: manifest.json: {section}: {exc.problem or exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ArtifactError(f"{path}: manifest.json: component.spec is missing or malformed ({type(exc).__name__}: {exc})") from None
+            raise ArtifactError(f"{path}: manifest.json: {section} does not describe a {self.KIND} ({type(exc).__name__}: {exc})") from None
+        problem = self.check_spec(spec, manifest["model"])
+        if problem:
+            raise ArtifactError(f"{path}: manifest.json: {section} {problem}")
+        return spec
+
+    def spec_section(self, manifest: Mapping[str, Any]) -> str:
+        """The dotted manifest key holding the spec (format 4: ``component.spec``)."""
+        return "component.spec"
+
+    def check_spec(self, spec: Any, model: Mapping[str, Any]) -> str | None:
+        """How ``spec`` disagrees with the manifest's (checked) model section, or None."""
+        return None
 
     def open(self, path: Path, manifest: Mapping[str, Any], runner: Any, load_time_s: float) -> Any:
         """The object ``runtime.load`` returns (a ``runtime.CompiledModel``)."""

@@ -61,26 +61,17 @@ class SynthesizerComponent(Component):
     def spec_from_dict(self, data: Mapping[str, Any], source: str) -> ModelSpec:
         return ModelSpec.from_dict(dict(data), source=source)
 
-    def spec_from_manifest(self, manifest: Mapping[str, Any], path: Path) -> ModelSpec:
-        """The spec in ``component.spec`` (format 4) or the source section (2 and 3), which must agree with
-        the model section the runtime reads (checked and bounded by ``check_model``)."""
-        from ...errors import ArtifactError, RvcCompileError
+    def spec_section(self, manifest: Mapping[str, Any]) -> str:
+        return "component.spec" if "component" in manifest else "source"  # formats 2 and 3: the source section
 
-        section = "component.spec" if "component" in manifest else "source"
-        try:
-            data = manifest["component"]["spec"] if "component" in manifest else manifest["source"]
-            spec = self.spec_from_dict(data, source=f"{path}: manifest.json {section}")
-        except RvcCompileError as exc:
-            raise ArtifactError(f"{path}: manifest.json: {section}: {exc.problem or exc}") from None
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ArtifactError(f"{path}: manifest.json: {section} does not describe a synthesizer ({type(exc).__name__}: {exc})") from None
-        model = manifest["model"]
+    def check_spec(self, spec: ModelSpec, model: Mapping[str, Any]) -> str | None:
+        """The spec must agree with the model section the runtime reads (checked and bounded by ``check_model``)."""
         described = {"sample_rate": spec.sampling_rate, "hop_length": spec.hop_length, "feature_dim": spec.feature_dim, "f0": spec.f0,
                      "inter_channels": spec.inter_channels, "n_speakers": spec.n_speakers}
         for key, value in described.items():
             if model.get(key) != value:
-                raise ArtifactError(f"{path}: manifest.json: {section} gives {key} {value!r} but model.{key} is {model.get(key)!r}")
-        return spec
+                return f"gives {key} {value!r} but model.{key} is {model.get(key)!r}"
+        return None
 
     def build_model(self, spec: ModelSpec, weights: Mapping[str, Any] | None) -> Any:
         from .model import build_model
