@@ -16,7 +16,11 @@ import os
 from ..errors import ArtifactError, RecipeError
 from .base import Component, LoadedSource, Signature, TensorSpec
 
-BUILTIN = {"synthesizer": "rvc_compile.components.synthesizer.adapter:SynthesizerComponent"}
+BUILTIN = {
+    "synthesizer": "rvc_compile.components.synthesizer.adapter:SynthesizerComponent",
+    "content-encoder": "rvc_compile.components.encoder.adapter:ContentEncoderComponent",
+    "rmvpe": "rvc_compile.components.pitch.adapter:RmvpeComponent",
+}
 ENV_VAR = "RVC_COMPILE_COMPONENTS"
 ENTRY_POINT_GROUP = "rvc_compile.components"
 DEFAULT_KIND = "synthesizer"  # artifacts of format 2 and 3 have no component section: all are synthesizers

@@ -51,6 +51,9 @@ class Source:
     config: Optional[Path] = None  # RVC config json, for training checkpoints without one
     sample_rate: Optional[Literal["32k", "40k", "48k"]] = None  # narrows config inference of training checkpoints
     component: str = "synthesizer"  # the adapter (rvc_compile.components): synthesizer = an RVC voice checkpoint
+    # content-encoder only: which voice version's features the graph returns (v2: layer 12, 768-dim;
+    # v1: layer 9 through final_proj, 256-dim), as RVC's pipeline takes them; null: v2.
+    features: Optional[Literal["v1", "v2"]] = None
 
 
 @dataclass
@@ -72,7 +75,8 @@ class Target:
 
 @dataclass
 class Shapes:
-    """Dynamic: any length from min to max frames (100 frames per second). Static: one chunk size."""
+    """Dynamic: any length from min to max frames; static: one chunk size. Frames are the component's own
+    unit: synthesizer and pitch estimator 100 per second, the content encoder's input samples (16,000 per second)."""
 
     mode: Literal["dynamic", "static"] = "dynamic"
     min_frames: int = 10
@@ -194,6 +198,9 @@ class Accuracy:
     max_mrstft: Optional[float] = 0.05
     max_f0_cents: Optional[float] = 10.0
     max_abs_error: Optional[float] = None
+    min_cosine: Optional[float] = None  # content encoder: the lowest per-frame cosine similarity of the features
+    max_relative_error: Optional[float] = None  # content encoder: ||candidate - reference|| / ||reference||
+    max_voicing_error: Optional[float] = None  # pitch estimator: share of frames whose voiced/unvoiced call flips
 
 
 @dataclass
