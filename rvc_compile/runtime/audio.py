@@ -1,4 +1,5 @@
-"""Writing (and reading) audio without extra dependencies: 16-bit PCM WAV through the stdlib."""
+"""Writing (and reading) audio: 16-bit PCM WAV through the stdlib, FLAC through soundfile (imported only
+for a ``.flac`` output, so the runtime needs it only there)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from ..errors import InputError
 
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
-    """``.npy`` keeps float32 exactly; ``.wav`` is 16-bit PCM mono. Written atomically."""
+    """``.npy`` keeps float32 exactly; ``.wav`` and ``.flac`` are 16-bit PCM mono (samples clipped to
+    [-1, 1], scaled by 32767 and rounded). Written atomically: to a temporary file renamed into place."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
@@ -20,14 +22,18 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
             with open(tmp, "wb") as handle:
                 np.save(handle, audio)
         elif path.suffix.lower() == ".wav":
-            pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
             with wave.open(str(tmp), "wb") as handle:
                 handle.setnchannels(1)
                 handle.setsampwidth(2)
                 handle.setframerate(int(sample_rate))
-                handle.writeframes(pcm.tobytes())
+                handle.writeframes(_pcm16(audio).tobytes())
+        elif path.suffix.lower() == ".flac":
+            import soundfile
+
+            with open(tmp, "wb") as handle:  # opened here so a missing folder or a refused write is an OSError
+                soundfile.write(handle, _pcm16(audio), int(sample_rate), format="FLAC", subtype="PCM_16")
         else:
-            raise InputError(f"{path}: output must end in .wav or .npy")
+            raise InputError(f"{path}: output must end in .wav, .flac or .npy")
         tmp.replace(path)
     except OSError as exc:
         if exc.filename is None:  # the wave module's writes name no file: say which output failed
@@ -35,6 +41,10 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _pcm16(audio: np.ndarray) -> np.ndarray:
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
