@@ -135,7 +135,7 @@ def test_an_unknown_component_is_refused_with_the_known_ones(tiny, tmp_path):
 
     path = tiny_recipe(tmp_path, tmp_path / "none.pt").read_text().replace("component: tiny-conv", "component: hubert")
     (tmp_path / "bad.yaml").write_text(path)
-    with pytest.raises(RecipeError, match=r"bad.yaml:\d+: source.component: 'hubert' is not a known component \(synthesizer, tiny-conv\)"):
+    with pytest.raises(RecipeError, match=r"bad.yaml:\d+: source.component: 'hubert' is not a known component \(content-encoder, rmvpe, synthesizer, tiny-conv\)"):
         load_recipe(tmp_path / "bad.yaml")
     assert {"synthesizer", "tiny-conv"} <= set(known_kinds())
     with pytest.raises(ArtifactError, match="component 'hubert' is not known"):
