@@ -49,6 +49,8 @@ def load_source(ctx: BuildContext) -> SourceRecord:
     import hashlib
 
     loaded = ctx.component.load(ctx.recipe.source)
+    ctx.component.check_shapes(loaded.spec, ctx.shapes)
+    ctx.component.check_capture(loaded.spec, ctx.recipe.capture, ctx.shapes)
     ctx.log(f"loaded {loaded.path.name}: {ctx.component.describe(loaded.spec)} ({', '.join(f'{k} {v}' for k, v in loaded.description.items())})")
     model_key = hashlib.sha256(json.dumps({"kind": ctx.component.KIND, **loaded.cache_inputs}, sort_keys=True).encode()).hexdigest()
     reference = Reference(ctx.component, loaded.spec, loaded.weights, ctx.threads, stages=ctx.stages, model_key=model_key)
@@ -107,6 +109,7 @@ def capture(ctx: BuildContext, source: SourceRecord) -> GraphRecord:
         path = export_onnx(
             state.model, state.spec, state.input_names, folder / GRAPH_FILE, exporter=recipe.capture.exporter, component=component,
             opset=recipe.capture.opset, min_frames=shapes.min_frames, max_frames=shapes.max_frames, static_frames=ctx.static,
+            trace_frames=component.TRACE_FRAMES,
         )
         speaker = int(state.fixed_inputs.get("speaker", recipe.golden.speaker))
         checks = multi_length_check("capture", _reference_runner(path, ctx.threads), reference, state.spec, state.input_names, ctx.lengths,
@@ -176,9 +179,12 @@ def compile_backend(ctx: BuildContext, graph: GraphRecord) -> CompiledRecord:
     precision, policy = recipe.target.precision, recipe.precision_policy
     names = list(graph.input_names)
     graph_file = graph.entry.file(GRAPH_FILE)
-    layers = weighted_layers(onnx.load(str(graph_file), load_external_data=False))
+    graph_model = onnx.load(str(graph_file), load_external_data=False)
+    layers = weighted_layers(graph_model)
     keep = resolve(policy.keep_fp32, layers, "precision_policy.keep_fp32")
     component.check_precision(graph.spec, names, precision)
+    fixed = [name for name in component.fixed_fp32_nodes(graph.spec, graph_model, precision) if name not in keep]
+    del graph_model
     inputs = {"graph": graph.key}
     feeds: list[dict[str, np.ndarray]] = []
     if precision == "int8":
@@ -190,11 +196,12 @@ def compile_backend(ctx: BuildContext, graph: GraphRecord) -> CompiledRecord:
         from ..precision.plan import PrecisionPlan
 
         plan = PrecisionPlan(
-            precision=precision, layers=layers, keep_fp32=keep, calibration=feeds,
+            precision=precision, layers=layers, keep_fp32=keep + fixed, calibration=feeds,
             calibration_method=policy.calibration_method, per_channel=policy.per_channel,
             weight_bits=int8_weight_bits(ctx.target_isa),
         )
-        ctx.log(f"precision {precision}: {len(plan.low_precision_layers)} of {len(layers)} layers in {precision}" + (f", {len(keep)} kept fp32" if keep else ""))
+        ctx.log(f"precision {precision}: {len(plan.low_precision_layers)} of {len(layers)} layers in {precision}" + (f", {len(keep)} kept fp32" if keep else "")
+                + (f"; {len(fixed)} other node(s) fp32 as {component.KIND} graphs need" if fixed else ""))
         meta: dict[str, Any] = {}
         if policy.accuracy_aware:
             plan, meta["accuracy_aware"] = _accuracy_aware(ctx, graph, plan, graph_file, feeds)

@@ -83,6 +83,10 @@ def export_onnx(
                 dynamic_axes = None
                 if static_frames is None:
                     dynamic_axes = {name: {axis: "frames" if per_frame == 1 else "samples"} for name, (axis, per_frame) in axes.items()}
+                    for tensor in (*signature.inputs, *signature.outputs):  # other dynamic axes keep their own names
+                        for axis, dim in tensor.named_axes().items():
+                            if tensor.name not in axes or axes[tensor.name][0] != axis:
+                                dynamic_axes.setdefault(tensor.name, {})[axis] = dim
                 torch.onnx.export(
                     model, example, str(out_path), input_names=names, output_names=outputs,
                     dynamic_axes=dynamic_axes, opset_version=opset, dynamo=False,

@@ -14,7 +14,8 @@ Arrays: "user-level" inputs carry a batch dimension of 1 and are what an app han
 synthesizer: features, f0, speaker and the explicit noise draws); the graph's inputs may differ (the
 synthesizer's host-side NSF source turns f0 into ``excitation``). Every time axis counts the
 component's frames (``frames_per_second``); an input of ``k`` samples per frame declares it in its shape
-as ``"frames*k"``.
+as ``"frames*k"``. Any other name in a shape is a dynamic axis that is not the time axis (the content
+encoder's output ``feature_frames``, a function of its input's samples).
 """
 
 from __future__ import annotations
@@ -39,12 +40,16 @@ class TensorSpec:
     shape: tuple[int | str, ...]
 
     def time_axis(self) -> tuple[int, int] | None:
-        """(axis, samples per frame) of the dynamic axis, or None for a fixed shape."""
+        """(axis, samples per frame) of the time axis ("frames" or "frames*k"), or None when it has none."""
         for axis, dim in enumerate(self.shape):
-            if isinstance(dim, str):
+            if dim == "frames" or (isinstance(dim, str) and dim.startswith("frames*")):
                 per_frame = int(dim.split("*", 1)[1]) if "*" in dim else 1
                 return axis, per_frame
         return None
+
+    def named_axes(self) -> dict[int, str]:
+        """Every dynamic axis (a name in the shape, the time axis included): axis -> name."""
+        return {axis: dim for axis, dim in enumerate(self.shape) if isinstance(dim, str)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
@@ -103,6 +108,12 @@ class Component:
     # budget key -> (metric key, "min" | "max"): how a recipe's accuracy section reads the metrics
     BUDGET_KEYS: ClassVar[Mapping[str, tuple[str, str]]] = {}
     DEFAULT_BUDGETS: ClassVar[Mapping[str, Mapping[str, float | None]]] = {}
+    # verify.parity's gate on fp32 graphs: the largest relative L2 error against the eager reference at
+    # every checked length (a network whose output is a sharp function of deep features may need more).
+    FP32_MAX_RELATIVE_ERROR: ClassVar[float] = 1e-4
+    # The length (frames, clamped to the recipe's range) a dynamic graph is captured at. An exporter
+    # specialises any size that is 0 or 1 at that length, so it must give every internal axis at least 2.
+    TRACE_FRAMES: ClassVar[int] = 64
 
     # -- source and model (build side) ----------------------------------------------------------
 
@@ -119,6 +130,15 @@ class Component:
 
     def input_names(self, spec: Any) -> list[str]:
         raise NotImplementedError
+
+    def check_shapes(self, spec: Any, shapes: Any) -> None:
+        """Refuse (RecipeError naming the key) a recipe ``shapes`` section this network cannot take, before
+        anything is built (the content encoder: fewer input samples than one output frame reads)."""
+
+    def check_capture(self, spec: Any, capture: Any, shapes: Any) -> None:
+        """Refuse (RecipeError naming the key) a recipe ``capture`` section this network cannot be exported
+        with at those ``shapes``, before anything is built (RMVPE: dynamo cannot export its BiGRU over a
+        dynamic frame axis)."""
 
     # -- graph and inputs (numpy only) ----------------------------------------------------------
 
@@ -160,6 +180,11 @@ class Component:
 
     def check_precision(self, spec: Any, input_names: list[str], precision: str) -> None:
         """Refuse (RecipeError) a precision this graph cannot take as captured (e.g. a source that must stay fp32)."""
+
+    def fixed_fp32_nodes(self, spec: Any, graph: Any, precision: str) -> list[str]:
+        """Nodes of the captured ONNX ``graph`` (an ``onnx.ModelProto``, node names as ``precision.layers``
+        gives them) that stay fp32 in a ``precision`` build whatever the recipe's policy says; default none."""
+        return []
 
     def windowable(self, spec: Any, input_names: list[str]) -> bool:
         """Whether cutting the inputs into overlapped windows gives the same output (the runtime's long inputs)."""

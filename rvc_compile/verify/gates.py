@@ -40,7 +40,8 @@ def verify_artifact(path: Path, *, skip_latency: bool = False, threads: int | No
 # metric -> (heading, unit, width) of verify's accuracy table; metrics of every component's compare().
 _COLUMNS = {
     "snr_db": ("SNR", " dB", 12), "log_mel_db": ("log-mel", " dB", 14), "mrstft": ("MR-STFT", "", 12),
-    "f0_cents": ("F0 error", " ct", 14), "max_abs_error": ("max abs", "", 12),
+    "f0_cents": ("F0 error", " ct", 14), "min_cosine": ("min cosine", "", 12), "relative_error": ("rel. error", "", 12),
+    "voicing_mismatch": ("voicing", "", 10), "max_abs_error": ("max abs", "", 12),
 }
 
 

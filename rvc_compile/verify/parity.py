@@ -11,6 +11,7 @@ from ..components import Component, get_component
 from ..errors import BuildError, GateFailure, first_line
 
 # Checked lengths must match the fp32 reference this closely: far below audibility, above fp32 noise.
+# (The default; a component may set its own, ``Component.FP32_MAX_RELATIVE_ERROR``.)
 FP32_MAX_RELATIVE_ERROR = 1e-4
 
 
@@ -22,7 +23,7 @@ def multi_length_check(
     names: list[str],
     lengths: list[int],
     *,
-    max_relative_error: float = FP32_MAX_RELATIVE_ERROR,
+    max_relative_error: float | None = None,
     speaker: int = 0,
     budget: dict[str, Any] | None = None,
     component: Component | None = None,
@@ -31,12 +32,15 @@ def multi_length_check(
 
     ``run_reference`` takes the component's user-level inputs (default component: the synthesizer);
     ``run_candidate`` takes the graph's inputs ``names`` made from them (``Component.graph_feed``).
-    An fp32 graph must match to ``max_relative_error``; a lower-precision graph (``budget`` given: the
+    An fp32 graph must match to ``max_relative_error`` (default: the component's
+    ``FP32_MAX_RELATIVE_ERROR``); a lower-precision graph (``budget`` given: the
     recipe's accuracy budget) must stay inside the budget at every length.
     """
     from .metrics import check_budget
 
     component = component or get_component("synthesizer")
+    if max_relative_error is None:
+        max_relative_error = component.FP32_MAX_RELATIVE_ERROR
     results = []
     for i, frames in enumerate(lengths):
         inputs = component.example_inputs(spec, frames, seed=100 + i, speaker=speaker)
