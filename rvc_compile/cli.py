@@ -89,6 +89,58 @@ def infer(source: Path, features_path: Path, f0_path: Path | None, speaker: int,
     click.echo(f"wrote {output} ({audio.shape[0] / model.sample_rate:.2f} s at {model.sample_rate} Hz)")
 
 
+@cli.command()
+@click.argument("voice", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="OUT.wav, OUT.flac or OUT.npy")
+@click.option("--pitch", "pitch_shift", type=float, help="Pitch shift in semitones (default: the bundle's setting, else 0).")
+@click.option("--f0-method", type=click.Choice(["rmvpe", "harvest", "pm", "dio"]), help="Pitch estimator (default: the bundle's, else rmvpe when given, else harvest).")
+@click.option("--index", "index_path", type=click.Path(dir_okay=False, path_type=Path), help="The voice's RVC .index (replaces a bundle's).")
+@click.option("--index-rate", type=float, help="Retrieval blend 0..1 (default: the bundle's, else 0.75).")
+@click.option("--protect", type=float, help="Protect unvoiced consonants 0..0.5 (0.5: off; default 0.33).")
+@click.option("--rms-mix", "rms_mix_rate", type=float, help="Loudness: 1 the output's own, 0 the input's envelope (default 0.25).")
+@click.option("--filter-radius", type=int, help="harvest: median filter the f0 when >= 3 (default 3).")
+@click.option("--speaker", type=int, help="Speaker id of multi-speaker voices (default 0).")
+@click.option("--noise", default="seed:0", show_default=True, help="'seed:N' (RVC's random prior and source noise) or 'zero' (deterministic).")
+@click.option("--encoder", "encoder_path", type=click.Path(path_type=Path), help="Content encoder: an artifact, or a Transformers folder (with a checkpoint VOICE).")
+@click.option("--rmvpe", "rmvpe_path", type=click.Path(path_type=Path), help="RMVPE: an artifact, or rmvpe.pt (with a checkpoint VOICE).")
+@click.option("--threads", type=int, help="Threads per component (default: as recorded in each artifact).")
+def convert(voice: Path, input_path: Path, output: Path, pitch_shift: float | None, f0_method: str | None, index_path: Path | None,
+            index_rate: float | None, protect: float | None, rms_mix_rate: float | None, filter_radius: int | None, speaker: int | None,
+            noise: str, encoder_path: Path | None, rmvpe_path: Path | None, threads: int | None) -> None:
+    """Convert speech in IN (any format soundfile reads, any rate, mono or stereo) with VOICE.
+
+    VOICE is a pipeline bundle, a synthesizer artifact (with --encoder and optionally --rmvpe artifacts),
+    or an RVC checkpoint (the eager fp32 reference, with --encoder FOLDER and optionally --rmvpe rmvpe.pt).
+    """
+    from .components.synthesizer.inputs import parse_noise
+    from .convert.audio import read_audio, write_audio
+    from .convert.voice import open_voice
+
+    noise = parse_noise(noise)
+    if output.suffix.lower() not in (".wav", ".flac", ".npy"):
+        from .errors import InputError
+
+        raise InputError(f"{output}: output must end in .wav, .flac or .npy")
+    audio, rate = read_audio(input_path)
+    opened = open_voice(voice, encoder=encoder_path, rmvpe=rmvpe_path, index=index_path, threads=threads)
+    options = opened.options(f0_method=f0_method, pitch_shift=pitch_shift, index_rate=index_rate, protect=protect,
+                             rms_mix_rate=rms_mix_rate, filter_radius=filter_radius, speaker=speaker)
+    seconds = audio.shape[0] / rate
+
+    def progress(done: int, total: int) -> None:
+        if total > 1:
+            click.echo(f"segment {done}/{total}", err=True)
+
+    timings: dict[str, float] = {}
+    converted = opened.convert(audio, rate, options, noise=noise, progress=progress, timings=timings, label=str(input_path))
+    write_audio(output, converted, opened.sample_rate)
+    spent = sum(timings.values())
+    parts = ", ".join(f"{name} {value:.2f} s" for name, value in timings.items())
+    click.echo(f"{opened.label}: {seconds:.2f} s of audio in {spent:.2f} s ({parts})", err=True)
+    click.echo(f"wrote {output} ({converted.shape[0] / opened.sample_rate:.2f} s at {opened.sample_rate} Hz)")
+
+
 _CACHE_DIR_HELP = "Build cache folder (default: $RVC_COMPILE_CACHE, else the user cache folder)."
 
 
@@ -108,17 +160,30 @@ def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str,
     stderr and the artifact paths of those that succeeded are the last lines of stdout; the exit code
     is 0 if all succeeded, 2 if any failed on a user error, else 1.
     """
-    if len(recipes) == 1 and jobs is None:
-        from .build.pipeline import build as run_build
-        from .recipe.schema import load_recipe
+    from .recipe.pipeline import is_pipeline_recipe
 
-        recipe = load_recipe(recipes[0], list(overrides))
-        result = run_build(recipe, out_dir=out_dir, force=force, cache_dir=cache_dir, use_cache=not no_cache, log=lambda message: click.echo(message, err=True))
+    if len(recipes) == 1 and jobs is None:
+        log = lambda message: click.echo(message, err=True)  # noqa: E731
+        if is_pipeline_recipe(recipes[0]):  # kind: pipeline -> a conversion bundle (docs/CONVERT.md)
+            from .build.bundle import build_pipeline
+            from .recipe.pipeline import load_pipeline_recipe
+
+            recipe = load_pipeline_recipe(recipes[0], list(overrides))
+            result = build_pipeline(recipe, out_dir=out_dir, force=force, cache_dir=cache_dir, use_cache=not no_cache, log=log)
+        else:
+            from .build.pipeline import build as run_build
+            from .recipe.schema import load_recipe
+
+            recipe = load_recipe(recipes[0], list(overrides))
+            result = run_build(recipe, out_dir=out_dir, force=force, cache_dir=cache_dir, use_cache=not no_cache, log=log)
         if as_json:
             click.echo(json.dumps(result.report, indent=2, default=str))
         click.echo(str(result.path))
         return
 
+    pipelines = [str(path) for path in recipes if is_pipeline_recipe(path)]
+    if pipelines:
+        raise click.UsageError(f"pipeline recipes build one at a time (their components build in parallel stages already): {pipelines[0]}")
     from .build.batch import OK, build_recipes, exit_code, format_results
 
     def announce(result: Any) -> None:
@@ -142,10 +207,19 @@ def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str,
 @click.option("--skip-latency", is_flag=True, help="Check integrity and accuracy only.")
 @click.option("--threads", type=int, help="Threads for the backend (default: as recorded in the artifact).")
 def verify(artifact: Path, as_json: bool, skip_latency: bool, threads: int | None) -> None:
-    """Re-hash, load and run ARTIFACT's golden set; exit 0 pass, 1 a gate failed, 2 unusable."""
+    """Re-hash, load and run ARTIFACT's golden set; exit 0 pass, 1 a gate failed, 2 unusable.
+
+    A pipeline bundle is verified whole: its integrity, each component, then the pipeline end to end."""
+    from .artifact.manifest import BUNDLE_KIND, read_manifest
     from .verify.gates import format_result, verify_artifact
 
-    result = verify_artifact(artifact, skip_latency=skip_latency, threads=threads)
+    if read_manifest(artifact).get("kind") == BUNDLE_KIND:
+        from .verify.bundle import format_bundle_result, verify_bundle
+
+        format_result = format_bundle_result  # noqa: F811
+        result = verify_bundle(artifact, skip_latency=skip_latency, threads=threads)
+    else:
+        result = verify_artifact(artifact, skip_latency=skip_latency, threads=threads)
     click.echo(json.dumps(result, indent=2, default=str) if as_json else format_result(result))
     if not result["passed"]:
         sys.exit(1)
@@ -382,6 +456,31 @@ def make_checkpoint_command(output: Path, model_version: str, sample_rate: str, 
     from .components.synthesizer.synthetic import make_checkpoint
 
     make_checkpoint(output, version=model_version, sample_rate=sample_rate, f0=f0, size=size, layout=layout, key_style=key_style, seed=seed, scale_spread=scale_spread)
+    click.echo(str(output))
+
+
+@cli.command("make-encoder")
+@click.argument("output", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--size", type=click.Choice(["tiny", "tiny-v1", "base"]), default="base", show_default=True,
+              help="base: hubert-base's real sizes; tiny: small layers (tests); tiny-v1: tiny with the 256-dim v1 output.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def make_encoder_command(output: Path, size: str, seed: int) -> None:
+    """Write a ContentVec/HuBERT Transformers folder with random weights (for tests and demos)."""
+    from .components.encoder.synthetic import write_encoder_folder
+
+    write_encoder_folder(output, size=size, seed=seed)
+    click.echo(str(output))
+
+
+@cli.command("make-rmvpe")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--width", type=int, help="Narrower U-Net (tests); default: the official size.")
+def make_rmvpe_command(output: Path, seed: int, width: int | None) -> None:
+    """Write an rmvpe.pt in the official layout with random weights (for tests and demos)."""
+    from .components.pitch.synthetic import write_rmvpe
+
+    write_rmvpe(output, seed=seed, width=width)
     click.echo(str(output))
 
 

@@ -183,6 +183,8 @@ def _safe_relative(name: Any, directory: Path) -> str:
     return name
 
 
+BUNDLE_KIND = "pipeline"  # a conversion pipeline bundle (build.bundle): component artifacts in one folder
+BUNDLE_REQUIRED_KEYS = ("format_version", "name", "version", "kind", "components", "settings", "golden", "files")
 REQUIRED_KEYS = ("format_version", "name", "version", "backend", "model", "signature", "golden", "files", "accuracy_budget", "latency", "target")
 
 
@@ -204,7 +206,8 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise ArtifactError.about(path, f"not valid JSON ({first_line(exc, 120, type(exc).__name__)})") from None
     if not isinstance(manifest, dict):
         raise ArtifactError.about(path, "expected a JSON object")
-    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    bundle = manifest.get("kind") == BUNDLE_KIND
+    missing = [key for key in (BUNDLE_REQUIRED_KEYS if bundle else REQUIRED_KEYS) if key not in manifest]
     if missing:
         raise ArtifactError.about(path, f"missing keys {', '.join(missing)}")
     if manifest["format_version"] not in READABLE_FORMAT_VERSIONS:
@@ -216,6 +219,8 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         _safe_relative(name, directory)
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or not isinstance(entry.get("size"), int):
             raise ArtifactError.about(path, f"entry for {_short(name)} needs sha256 and size")
+    if bundle:
+        return _check_bundle(manifest, path, files)
     for key in ("backend", "model", "signature", "target", "latency", "accuracy_budget"):
         if not isinstance(manifest[key], dict):
             raise ArtifactError.about(path, f"'{key}' must be an object")
@@ -227,6 +232,22 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     for entry in manifest["golden"]:
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or entry["file"] not in files:
             raise ArtifactError.about(path, f"golden case {_short(entry)} is not listed in 'files'")
+    return manifest
+
+
+def _check_bundle(manifest: dict[str, Any], path: Path, files: dict[str, Any]) -> dict[str, Any]:
+    """The structure of a pipeline bundle's manifest (``build.bundle``): its golden files are listed."""
+    for key in ("components", "settings"):
+        if not isinstance(manifest[key], dict):
+            raise ArtifactError.about(path, f"'{key}' must be an object")
+    if not isinstance(manifest["golden"], list):
+        raise ArtifactError.about(path, "'golden' must be a list")
+    for entry in manifest["golden"]:
+        if not isinstance(entry, dict) or any(not isinstance(entry.get(key), str) or entry[key] not in files for key in ("file", "reference")):
+            raise ArtifactError.about(path, f"golden case {_short(entry)} is not listed in 'files'")
+    index = manifest.get("index")
+    if index is not None and (not isinstance(index, dict) or index.get("file") not in files):
+        raise ArtifactError.about(path, "the index file is not listed in 'files'")
     return manifest
 
 

@@ -186,6 +186,31 @@ class Chunking:
     def t_pad_tgt(self, sample_rate: int) -> int:
         return round(int(sample_rate) * self.x_pad)
 
+    @property
+    def longest_segment(self) -> int:
+        """The most samples one segment gives the encoder: the longest stretch between two cuts
+        (x_center + 2 x_query) or an input kept whole (x_max), with t_pad of context on both sides and one
+        window (832160 samples, 52 s, for RVC's fp32 constants)."""
+        return max(self.t_center + 2 * self.t_query, self.t_max) + 2 * self.t_pad + WINDOW
+
+    def fitting(self, max_samples: int | None, label: str = "encoder") -> "Chunking":
+        """These constants, or all but x_pad scaled down so that every segment fits an encoder that takes at
+        most ``max_samples`` (a compiled encoder's ``shapes.max_frames``); then long inputs are split more
+        often than RVC splits them, each cut still at a quiet point."""
+        if max_samples is None or self.longest_segment <= max_samples:
+            return self
+        room = (int(max_samples) - 2 * self.t_pad - WINDOW) / SAMPLE_RATE
+        scale = room / max(self.x_center + 2 * self.x_query, self.x_max)
+        if scale * self.x_center < 2.0:  # cuts at least 2 s apart
+            shortest = math.ceil(2.0 / self.x_center * max(self.x_center + 2 * self.x_query, self.x_max) * SAMPLE_RATE) + 2 * self.t_pad + WINDOW
+            raise InputError(f"{label}: takes at most {max_samples} samples; conversion needs an encoder that takes at least {shortest} "
+                             f"(RVC's segments reach {self.longest_segment}: build it with that shapes.max_frames)")
+
+        def cut(value: float) -> float:
+            return math.floor(value * scale * 100) / 100
+
+        return Chunking(self.x_pad, cut(self.x_query), cut(self.x_center), cut(self.x_max))
+
 
 FP32_CHUNKING = Chunking(1, 6, 38, 41)  # RVC on CPU and fp32 GPUs
 HALF_CHUNKING = Chunking(3, 10, 60, 65)  # RVC's fp16 GPU configuration
@@ -331,15 +356,17 @@ class VoicePipeline:
     def convert(
         self, audio16k: np.ndarray, *, pitch_shift: float = 0.0, index_rate: float = 0.75, protect: float = 0.33,
         rms_mix_rate: float = 0.25, progress: Callable[[int, int], None] | None = None, timings: dict[str, float] | None = None,
+        label: str = "input audio",
     ) -> np.ndarray:
         """Converted float32 audio at ``sample_rate``. ``progress(done, total)`` after every segment;
-        ``timings``: seconds per stage (encoder, pitch, retrieval, synthesizer, host) added into it.
+        ``timings``: seconds per stage (encoder, pitch, retrieval, synthesizer, host) added into it;
+        ``label``: what input errors name (the file, for the CLI).
 
         Input: float32 mono 16 kHz (other float dtypes are cast to float32, as RVC's decoder gives),
         at least 400 samples (25 ms), finite. Silence converts: its pitch is unvoiced, and with
         rms_mix_rate < 1 its zero loudness envelope makes the output silent too."""
         settings = Settings(pitch_shift=pitch_shift, index_rate=index_rate, protect=protect, rms_mix_rate=rms_mix_rate)
-        audio = self._check_input(audio16k)
+        audio = self._check_input(audio16k, label)
         clock = _Clock()
         chunking, window = self.chunking, WINDOW
         t_pad, t_pad2 = chunking.t_pad, 2 * chunking.t_pad
@@ -375,20 +402,20 @@ class VoicePipeline:
 
     # -- steps ---------------------------------------------------------------------------------------------
 
-    def _check_input(self, audio16k: np.ndarray) -> np.ndarray:
+    def _check_input(self, audio16k: np.ndarray, label: str = "input audio") -> np.ndarray:
         audio = np.asarray(audio16k)
         if audio.ndim != 1:
-            raise InputError(f"input audio: must be mono 16 kHz samples [n], not shape {list(audio.shape)}")
+            raise InputError(f"{label}: must be mono 16 kHz samples [n], not shape {list(audio.shape)}")
         if not np.issubdtype(audio.dtype, np.floating):
-            raise InputError(f"input audio: must be float samples, not {audio.dtype} (prepare_input converts PCM)")
+            raise InputError(f"{label}: must be float samples, not {audio.dtype} (prepare_input converts PCM)")
         audio = audio.astype(np.float32, copy=False)
         if audio.size == 0:
-            raise InputError("input audio: has no samples")
+            raise InputError(f"{label}: has no samples")
         if not np.isfinite(audio).all():
-            raise InputError("input audio: has NaN or Inf samples")
+            raise InputError(f"{label}: has NaN or Inf samples")
         if audio.size < ENCODER_WINDOW:
             raise InputError(
-                f"input audio: {audio.size} samples ({audio.size / SAMPLE_RATE * 1000:.1f} ms) at 16 kHz is shorter than "
+                f"{label}: {audio.size} samples ({audio.size / SAMPLE_RATE * 1000:.1f} ms) at 16 kHz is shorter than "
                 f"one encoder window ({ENCODER_WINDOW} samples, 25 ms): RVC's pipeline gives no output for it"
             )
         return audio

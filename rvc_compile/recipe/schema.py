@@ -266,8 +266,9 @@ class Recipe:
 class _Located:
     """Where each key path came from: a line in the recipe file, or ``--set``."""
 
-    def __init__(self, file: Path):
+    def __init__(self, file: Path, override_base: Path | None = None):
         self.file = file
+        self.override_base = override_base  # relative --set paths: from here (None: the working folder)
         self.lines: dict[tuple, int | str] = {}
         self.override_text: dict[tuple, str] = {}  # --set values as typed, for string-typed keys
         self.values = 0  # YAML nodes turned into values so far (aliases count every time they expand)
@@ -450,7 +451,7 @@ def _convert(value: Any, hint: Any, path: tuple, located: _Located, base: Path) 
         except RuntimeError:  # ~user of an unknown user, or no home folder
             raise located.error(path, f"cannot expand '~' in {_short(value)}") from None
         if not path_value.is_absolute():
-            origin_base = Path.cwd() if located.lines.get(path) == "--set" else base
+            origin_base = (located.override_base or Path.cwd()) if located.lines.get(path) == "--set" else base
             path_value = origin_base / path_value
         return Path(os.path.normpath(path_value))
     if hint is Any:
@@ -641,9 +642,11 @@ def _default_budget(recipe: Recipe, located: _Located) -> None:
             setattr(recipe.accuracy, name, defaults.get(name))
 
 
-def read_recipe_file(path: str | Path, cls: type, overrides: list[str] | None, what: str) -> tuple[Any, _Located]:
+def read_recipe_file(path: str | Path, cls: type, overrides: list[str] | None, what: str, *,
+                     override_base: Path | None = None) -> tuple[Any, _Located]:
     """Read a YAML recipe file, apply ``--set`` overrides and convert it to ``cls`` (``what`` names the kind
-    of recipe in errors); the recipe and where each key came from, for the caller's checks."""
+    of recipe in errors); the recipe and where each key came from, for the caller's checks. Relative
+    paths in overrides are taken from ``override_base`` (default: the working folder)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -651,7 +654,7 @@ def read_recipe_file(path: str | Path, cls: type, overrides: list[str] | None, w
         raise RecipeError(f"{path}: no such recipe file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: cannot read the recipe ({exc})") from None
-    located = _Located(path)
+    located = _Located(path, override_base)
     raw = _parse_yaml(text, path, located)
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: {what} is a mapping of keys, got {type(raw).__name__}")
@@ -662,9 +665,10 @@ def read_recipe_file(path: str | Path, cls: type, overrides: list[str] | None, w
     return recipe, located
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override, convert and check a recipe file; RecipeError names the key path and line."""
-    recipe, located = read_recipe_file(path, Recipe, overrides, "a recipe")
+def load_recipe(path: str | Path, overrides: list[str] | None = None, *, override_base: Path | None = None) -> Recipe:
+    """Read, override, convert and check a recipe file; RecipeError names the key path and line.
+    Relative paths in ``overrides`` are taken from ``override_base`` (default: the working folder)."""
+    recipe, located = read_recipe_file(path, Recipe, overrides, "a recipe", override_base=override_base)
     _default_budget(recipe, located)
     _validate(recipe, located)
     return recipe

@@ -2,6 +2,9 @@
 
     voice = rvc_compile.runtime.load("out/artifacts/demo-voice/1.0.0")
     audio = voice.infer(features, f0, speaker=0, noise="zero")   # float32 [T * hop] at voice.sample_rate
+
+    pipeline = rvc_compile.runtime.load("out/artifacts/demo-pipeline/1.0.0")   # a pipeline bundle
+    audio = pipeline.convert(speech, 44100, pitch_shift=2)      # float32 at pipeline.sample_rate
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 
-from ..artifact.manifest import check_sections, verify_or_raise
+from ..artifact.manifest import BUNDLE_KIND, check_sections, verify_or_raise
 from ..backends import BACKENDS, get_backend
 from ..components import get_component
 from ..errors import ArtifactError, RvcCompileError, first_line
@@ -65,7 +68,12 @@ def load(
         raise ValueError(f"on_other_cpu must be one of {', '.join(ON_OTHER_CPU)}, not {on_other_cpu!r}")
     path = Path(path)
     start = time.perf_counter()
-    manifest = check_sections(verify_or_raise(path, allow_tampered=allow_tampered), path, backends=BACKENDS)
+    raw = verify_or_raise(path, allow_tampered=allow_tampered)
+    if raw.get("kind") == BUNDLE_KIND:  # a conversion pipeline bundle: its components, loaded alike
+        from .pipeline import load_pipeline
+
+        return load_pipeline(path, threads=threads, allow_tampered=allow_tampered, compile_cache=compile_cache, on_other_cpu=on_other_cpu, manifest=raw)
+    manifest = check_sections(raw, path, backends=BACKENDS)
     backend = get_backend(manifest.backend.name, for_build=False)
     where = placement(path, manifest)  # ArtifactError when it cannot be right on this CPU
     section, notes = backend.adapt_to_cpu(dict(manifest.backend.options), where.machine)
