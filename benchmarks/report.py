@@ -387,6 +387,33 @@ def _isa_sections(results: Path) -> list[str]:
     return lines
 
 
+def _pipeline_section(results: Path) -> list[str]:
+    """Converting audio end to end (``benchmarks/pipeline_bench.py`` writes results/pipeline.json): its own
+    machine line, the per-stage table and the target, with the details in docs/performance/pipeline.md."""
+    path = Path(results) / "pipeline.json"
+    if not path.exists():
+        return ["## Converting audio end to end", "", "Not measured yet: `python benchmarks/pipeline_bench.py`.", ""]
+    record = json.loads(path.read_text())
+    machine, times = record["machine"], record["times_s"]
+    flags = " ".join(machine.get("flags", []))
+    verdict = "PASS" if record["speedup"] >= 3.0 else "FAIL"
+    lines = [
+        "## Converting audio end to end", "",
+        f"`benchmarks/pipeline_bench.py` on {record['created']}: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, class "
+        f"{machine.get('class')}, flags `{flags}`; {machine.get('threads')} threads. {record['audio']['seconds']:g} s of real speech, "
+        "the eager fp32 pipeline (encoder, RMVPE, voice in PyTorch) against the int8 OpenVINO bundle built from the shipped "
+        f"recipes, {record['repeat']} interleaved runs, medians. Details: [performance/pipeline.md](performance/pipeline.md).", "",
+        "| stage | eager fp32 (s) | bundle int8 (s) | ratio |", "|---|---|---|---|",
+    ]
+    for stage in ("encoder", "pitch", "synthesizer", "host", "total"):
+        eager, bundle = times["eager fp32"][stage], times["bundle int8"][stage]
+        lines.append(f"| {stage} | {eager:.3f} | {bundle:.3f} | {eager / bundle:.2f}x |" if bundle > 1e-4 else f"| {stage} | {eager:.3f} | {bundle:.3f} | - |")
+    accuracy = record["accuracy"]
+    lines += ["", f"Target: int8 bundle >= 3x the eager fp32 pipeline: **{record['speedup']:.2f}x, {verdict}**; output against "
+              f"the eager pipeline's: log-mel {accuracy['log_mel_db']:.2f} dB (budget {record['budget'].get('max_log_mel_db')} dB).", ""]
+    return lines
+
+
 def render(results: Path, doc: Path) -> Path:
     results, doc = Path(results), Path(doc)
     run, builds, floor = _load(results, "run"), _load(results, "builds"), _load(results, "floor")
@@ -419,6 +446,7 @@ def render(results: Path, doc: Path) -> Path:
         *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _targets(lengths, sections)],
         "",
         *_isa_sections(results),
+        *_pipeline_section(results),
         f"## {TARGET_SECONDS:g} s of audio",
         "",
         machine,
