@@ -48,14 +48,12 @@ def main() -> None:
 @click.option("--sample-rate", type=click.Choice(["32k", "40k", "48k"]), help="Sample rate of a training checkpoint, if its shapes are ambiguous.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def inspect(checkpoint: Path, config_path: Path | None, sample_rate: str | None, as_json: bool) -> None:
-    """Describe an RVC checkpoint (version, rate, config, parameters, cost) or an artifact (target, CPU
-    class it was built and verified for); both with this machine's CPU class."""
-    from .inspect import describe_artifact, describe_checkpoint, format_description
+    """Describe an RVC checkpoint (version, rate, config, parameters, cost), an rmvpe.pt or a content encoder
+    folder, or an artifact or pipeline bundle (target, CPU class it was built and verified for); all with
+    this machine's CPU class."""
+    from .inspect import describe_source, format_description
 
-    if checkpoint.is_dir():
-        description = describe_artifact(checkpoint)
-    else:
-        description = describe_checkpoint(checkpoint, config_path=config_path, sample_rate=sample_rate)
+    description = describe_source(checkpoint, config_path=config_path, sample_rate=sample_rate)
     click.echo(json.dumps(description, indent=2) if as_json else format_description(description))
 
 

@@ -36,14 +36,62 @@ def describe_checkpoint(path: Path, *, config_path: Path | None = None, sample_r
     }
 
 
+def describe_component_source(kind: str, path: Path) -> dict[str, Any]:
+    """What a content encoder folder or an rmvpe.pt is: its component's own reading of it (the checks a
+    build starts with), its spec and its cost."""
+    from .components import get_component
+    from .recipe.schema import Source
+
+    component = get_component(kind)
+    loaded = component.load(Source(checkpoint=Path(path), component=kind))
+    flops = component.flops_per_second(loaded.spec, loaded.weights)
+    return {
+        "kind": kind, "path": str(path), "sha256": loaded.sha256, "description": loaded.description,
+        "spec": loaded.spec.to_dict() if hasattr(loaded.spec, "to_dict") else str(loaded.spec),
+        "gflop_per_second_of_audio": {name: round(value / 1e9, 3) for name, value in flops.items()},
+        **({"features": {"v2": f"{loaded.spec.get('hidden_size')}-dim (layer 12)",
+                         "v1": f"{loaded.spec.get('classifier_proj_size')}-dim (layer 9 + final_proj)"}} if kind == "content-encoder" else {}),
+        "machine": cpu_info(),
+    }
+
+
+def describe_source(path: Path, *, config_path: Path | None = None, sample_rate: str | None = None) -> dict[str, Any]:
+    """A voice checkpoint, else an rmvpe.pt, else a content encoder folder; the voice's error when none fits."""
+    from .errors import CheckpointError
+
+    path = Path(path)
+    if path.is_dir():
+        if (path / "manifest.json").exists():
+            return describe_artifact(path)
+        return describe_component_source("content-encoder", path)
+    try:
+        return describe_checkpoint(path, config_path=config_path, sample_rate=sample_rate)
+    except CheckpointError as voice_error:
+        if config_path is not None or sample_rate is not None:
+            raise
+        try:
+            return describe_component_source("rmvpe", path)
+        except CheckpointError:
+            raise voice_error from None
+
+
 def describe_artifact(path: Path) -> dict[str, Any]:
     """What an artifact is for: name, backend, precision, the CPU class it was built and verified for."""
     from .artifact.manifest import read_manifest
 
     manifest = read_manifest(Path(path))
+    if manifest.get("kind") == "pipeline":
+        return {
+            "kind": "pipeline", "path": str(path), "name": manifest["name"], "version": manifest["version"],
+            "components": {role: {key: entry.get(key) for key in ("kind", "name", "backend", "precision")}
+                           for role, entry in manifest["components"].items()},
+            "index": (manifest.get("index") or {}).get("file"), "settings": manifest["settings"], "machine": cpu_info(),
+        }
+    component = manifest.get("component")
     precision = manifest.get("precision") if isinstance(manifest.get("precision"), dict) else {}
     return {
         "kind": "artifact",
+        "component": component.get("kind") if isinstance(component, dict) else "synthesizer",
         "path": str(path),
         "name": manifest["name"],
         "version": manifest["version"],
@@ -61,10 +109,27 @@ def _machine_line(machine: dict[str, Any]) -> str:
 
 
 def format_description(d: dict[str, Any]) -> str:
+    if d.get("kind") == "pipeline":
+        lines = [f"bundle          {d['path']}  ({d['name']} {d['version']}; a conversion pipeline, docs/CONVERT.md)"]
+        lines += [f"  {role:<13} {c['kind']}  {c['name']}  {c['backend']} {c['precision']}" for role, c in d["components"].items()]
+        lines.append(f"index           {d['index'] or 'none'}")
+        lines.append("settings        " + ", ".join(f"{k} {v}" for k, v in d["settings"].items()))
+        lines.append(_machine_line(d["machine"]))
+        return "\n".join(lines)
+    if d.get("kind") in ("content-encoder", "rmvpe"):
+        what = "content encoder" if d["kind"] == "content-encoder" else "RMVPE pitch estimator"
+        lines = [f"{what:<15} {d['path']}", f"sha256          {d['sha256']}"]
+        lines += [f"{key:<15} {value}" for key, value in (d.get("description") or {}).items()]
+        if d.get("features"):
+            lines.append("features        " + ", ".join(f"{version} {width}" for version, width in d["features"].items()))
+        lines.append(f"spec            {d['spec']}")
+        lines.append("GFLOP / s audio " + ", ".join(f"{k} {v:.2f}" for k, v in d["gflop_per_second_of_audio"].items()))
+        lines.append(_machine_line(d["machine"]))
+        return "\n".join(lines)
     if d.get("kind") == "artifact":
         isa = d.get("isa") or {}
         lines = [
-            f"artifact        {d['path']}  ({d['name']} {d['version']})",
+            f"artifact        {d['path']}  ({d['name']} {d['version']}; {d.get('component', 'synthesizer')})",
             f"backend         {d['backend']}  {d['precision']}" + (f"  (precision auto: {d['precision_choice']['chosen']})" if d.get("precision_choice") else ""),
             (f"built for       {isa['target']}  (target.cpu {isa.get('requested')}; built on {isa.get('built_on')}, verified on "
              f"{isa.get('verified_on')} by {isa.get('verified_by')})" + (f"; int8 weights {isa['int8_weight_bits']}-bit" if isa.get("int8_weight_bits") else ""))

@@ -415,3 +415,19 @@ def test_the_shipped_pipeline_recipes_name_shipped_component_recipes(path, sourc
     assert len(precisions) == 1  # one backend and precision throughout
     assert component_recipe(recipe, "encoder").source.checkpoint == ROOT / "models" / "contentvec"
     assert component_recipe(recipe, "synthesizer").source.checkpoint == sources / "voice.pth"
+
+
+def test_inspect_describes_the_bundle_and_the_component_sources(bundle, sources):
+    process = run_cli("inspect", bundle)
+    assert process.returncode == 0, process.stderr
+    assert "a conversion pipeline" in process.stdout and "pitch         rmvpe  tiny-rmvpe  onnxruntime fp32" in process.stdout
+    process = run_cli("inspect", bundle / "components" / "encoder", "--json")
+    assert json.loads(process.stdout)["component"] == "content-encoder"
+    process = run_cli("inspect", sources / "rmvpe.pt", "--json")
+    described = json.loads(process.stdout)
+    assert described["kind"] == "rmvpe" and described["spec"]["channels"] == 2 and described["gflop_per_second_of_audio"]["total"] > 0
+    process = run_cli("inspect", sources / "encoder-v1")
+    assert process.returncode == 0 and "features        v2 32-dim (layer 12), v1 256-dim (layer 9 + final_proj)" in process.stdout
+    bad = sources / "not-a-model.pt"
+    bad.write_bytes(b"neither a voice nor rmvpe")
+    assert_user_error(run_cli("inspect", bad), str(bad))
