@@ -42,7 +42,6 @@ DEFAULT_BUDGETS = {
     "bf16": {"max_log_mel_db": 2.0, "max_f0_cents": 30.0},
     "int8": {"max_log_mel_db": 3.0, "max_f0_cents": 30.0},
 }
-GOLDEN_CLIPS = ("arctic_a0001.wav", "libritts_6294_86679_000035_000004.wav")  # calibration/data: real speech
 
 
 def golden_audio(recipe: Any) -> list[tuple[str, np.ndarray]]:
@@ -50,7 +49,9 @@ def golden_audio(recipe: Any) -> list[tuple[str, np.ndarray]]:
     ``golden.seconds``."""
     from ..convert.audio import to_16k
 
-    clips = list(recipe.golden.audio) or [Path(__file__).resolve().parents[2] / "calibration" / "data" / name for name in GOLDEN_CLIPS]
+    from ..components.encoder.inputs import BUNDLED_CLIPS, BUNDLED_DIR  # the real speech every component's checks use
+
+    clips = list(recipe.golden.audio) or [BUNDLED_DIR / name for name in BUNDLED_CLIPS]
     samples = int(round(recipe.golden.seconds * 16000))
     cases = []
     for clip in clips:
