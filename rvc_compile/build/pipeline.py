@@ -34,6 +34,7 @@ class BuildResult:
 def order_passes(recipe: Any) -> tuple[tuple[Any, Any], ...]:
     """The recipe's passes as (entry, pass) pairs, split into torch-stage and ONNX-stage passes."""
     from ..passes import PASSES
+    from ..recipe.schema import PassEntry
 
     torch_passes, onnx_passes = [], []
     for index, entry in enumerate(recipe.passes):
@@ -44,6 +45,13 @@ def order_passes(recipe: Any) -> tuple[tuple[Any, Any], ...]:
             torch_passes.append((entry, cls(entry.params)))
         else:
             onnx_passes.append((entry, cls(entry.params)))
+    if getattr(recipe, "stream", None) is not None:
+        # Real-time blocks: right after pruning (whose spec it keeps), before rewrites of the modules.
+        from ..passes.stream_block import StreamBlockParams
+
+        entry = PassEntry(name="stream_block", params=StreamBlockParams(skip_frames=recipe.stream.frames()["context"]))
+        at = max((i + 1 for i, (e, _) in enumerate(torch_passes) if e.name == "prune"), default=0)
+        torch_passes.insert(at, (entry, PASSES["stream_block"](entry.params)))
     return tuple(torch_passes), tuple(onnx_passes)
 
 

@@ -85,7 +85,11 @@ def _derived_reference(ctx: BuildContext, source: SourceRecord, derived: dict[st
     spec = ctx.component.spec_from_dict(derived["spec"], source=f"{source.loaded.path} (after the recipe's torch passes)")
     weights = derived["state_dict"]
     ctx.log("reference: the model the torch passes derived (its fp32 output is what the artifact must match)")
-    return spec, weights, Reference(ctx.component, spec, weights, ctx.threads, stages=ctx.stages, model_key=state_dict_sha256(weights))
+    # The spec is part of the key: a real-time block model has the source's weights but other outputs.
+    import hashlib
+
+    model_key = hashlib.sha256(json.dumps({"weights": state_dict_sha256(weights), "spec": spec.to_dict()}, sort_keys=True).encode()).hexdigest()
+    return spec, weights, Reference(ctx.component, spec, weights, ctx.threads, stages=ctx.stages, model_key=model_key)
 
 
 def capture(ctx: BuildContext, source: SourceRecord) -> GraphRecord:
@@ -455,6 +459,7 @@ def _manifest(ctx: BuildContext, source: SourceRecord, compiled: CompiledRecord,
             **component.model_section(graph.spec, names, graph.fixed_inputs),
             "frames": {"min": static or shapes.min_frames, "opt": static or shapes.opt_frames, "max": static or shapes.max_frames, "static": static is not None},
             "window": _window(ctx, graph),
+            **({"stream": recipe.stream.frames()} if getattr(recipe, "stream", None) is not None else {}),
         },
         "signature": signature.to_dict(),
         "passes": list(graph.passes),

@@ -115,6 +115,24 @@ def _window_fits(frames: int, context: int, crossfade: int) -> bool:
 
 
 @dataclass
+class Stream:
+    """Real-time blocks (docs/STREAMING.md): a static-shape synthesizer for one block geometry. Its window
+    is context + block + crossfade + search seconds; it renders the last block + crossfade + search of
+    them, as RVC's real-time path. Every length is a whole number of 10 ms frames."""
+
+    block: float = 0.25  # seconds of new audio per block
+    context: float = 2.5  # seconds before the block the content encoder sees (RVC's extra time)
+    crossfade: float = 0.05  # seconds over which consecutive blocks blend
+    search: float = 0.01  # seconds of SOLA's offset search
+
+    def frames(self) -> dict[str, int]:
+        """block, context, crossfade, search and the whole window, in 10 ms frames."""
+        out = {key: int(round(getattr(self, key) * 100)) for key in ("block", "context", "crossfade", "search")}
+        out["window"] = sum(out.values())
+        return out
+
+
+@dataclass
 class Capture:
     exporter: Literal["dynamo", "torchscript"] = "dynamo"
     opset: int = 18
@@ -251,6 +269,7 @@ class Recipe:
     shapes: Shapes = field(default_factory=Shapes)
     capture: Capture = field(default_factory=Capture)
     passes: list[PassEntry] = field(default_factory=list)
+    stream: Optional[Stream] = None  # a real-time block artifact (synthesizer): sets the static shape
     precision_policy: PrecisionPolicy = field(default_factory=PrecisionPolicy)
     calibration: Calibration = field(default_factory=Calibration)
     accuracy: Accuracy = field(default_factory=Accuracy)
@@ -508,6 +527,30 @@ def _convert_pass(value: dict[str, Any], path: tuple, located: _Located, base: P
 
 # -- semantic checks -----------------------------------------------------------------------------
 
+def _validate_stream(recipe: Recipe, located: _Located) -> None:
+    """A ``stream:`` section: whole 10 ms frames; it sets the static shape (or must agree with one)."""
+    stream = recipe.stream
+    if recipe.source.component != "synthesizer":
+        raise located.error(("stream",), f"real-time blocks are rendered by the synthesizer, not a {recipe.source.component} recipe")
+    for key in ("block", "context", "crossfade", "search"):
+        value = getattr(stream, key)
+        if not math.isfinite(value) or value < 0 or abs(value * 100 - round(value * 100)) > 1e-6:
+            raise located.error(("stream", key), f"{value!r} must be a whole number of 10 ms frames (0.01 s), 0 or more")
+    frames = stream.frames()
+    if frames["block"] < 1 or frames["context"] < 1:
+        raise located.error(("stream",), "block and context must each be at least 0.01 s")
+    if frames["crossfade"] > frames["block"]:
+        raise located.error(("stream", "crossfade"), f"{stream.crossfade} s is longer than the block ({stream.block} s)")
+    if frames["context"] > 6000:
+        raise located.error(("stream", "context"), "at most 60 s")
+    shapes = recipe.shapes
+    if shapes.mode == "static" and shapes.chunk_frames != frames["window"]:
+        raise located.error(("shapes", "chunk_frames"), f"{shapes.chunk_frames} frames, but the stream section's window is {frames['window']} "
+                            "(context + block + crossfade + search); leave shapes out")
+    if any(entry.name == "stream_block" for entry in recipe.passes):
+        raise located.error(("passes",), "stream_block is added by the stream section; do not list it too")
+    recipe.shapes = Shapes(mode="static", chunk_frames=frames["window"])
+
 def _validate(recipe: Recipe, located: _Located) -> None:
     if not is_valid_name(recipe.name):
         raise located.error(("name",), f"{_short(recipe.name)}: {NAME_RULE}")
@@ -539,6 +582,8 @@ def _validate(recipe: Recipe, located: _Located) -> None:
     else:
         if shapes.chunk_frames is None or shapes.chunk_frames < 1:
             raise located.error(("shapes", "chunk_frames"), "static mode needs a positive chunk_frames")
+    if recipe.stream is not None:
+        _validate_stream(recipe, located)
     if recipe.capture.opset < 17:
         raise located.error(("capture", "opset"), "needs opset 17 or newer")
     if recipe.latency.repeat < 1 or recipe.latency.warmup < 0:

@@ -58,6 +58,10 @@ class CompiledModel:
         frames = max(int(round(seconds * self.frames_per_second)), self.min_frames)
         return frames if self.max_frames is None else min(frames, self.max_frames)
 
+    def output_seconds(self, frames: int) -> float:
+        """Seconds of output for ``frames`` input frames (a real-time block renders only its last frames)."""
+        return frames / self.frames_per_second
+
     def example_inputs(self, frames: int, seed: int, noise: str | None = None) -> dict[str, np.ndarray]:
         """The component's deterministic user-level inputs at ``frames`` (what latency runs time)."""
         return self.component.example_inputs(self.spec, frames, seed, noise=noise, speaker=self.default_speaker)

@@ -49,6 +49,9 @@ class CompiledVoice(CompiledModel):
         if pitched and not self.has_f0:
             raise ArtifactError(f"{path}: the manifest's signature has pitch input {pitched[0]!r} but model.f0 is false")
 
+    def output_seconds(self, frames: int) -> float:
+        return self.spec.rendered_frames(frames) / self.frames_per_second
+
     @property
     def default_speaker(self) -> int:
         return self.fixed_speaker or 0

@@ -54,7 +54,7 @@ def measure_latency(
             start = time.perf_counter()
             voice.run_case(arrays)
             times.append(time.perf_counter() - start)
-        audio_seconds = frames / voice.frames_per_second
+        audio_seconds = voice.output_seconds(frames) if hasattr(voice, "output_seconds") else frames / voice.frames_per_second
         cases.append({"seconds": audio_seconds, "frames": frames, **latency_stats(times, audio_seconds)})
         samples[f"{audio_seconds:g} s"] = times
     goal_results, failures = check_goals(cases, goals)

@@ -100,12 +100,13 @@ class SynthesizerComponent(Component):
         }
         return Signature(
             inputs=tuple(TensorSpec(name, *shapes[name]) for name in input_names),
-            outputs=(TensorSpec("audio", "float32", (1, samples)),),
+            # Real-time blocks render the frames after skip_frames: a length of its own, not the time axis.
+            outputs=(TensorSpec("audio", "float32", (1, samples if not spec.skip_frames else "rendered_samples")),),
             frames_per_second=spec.frames_per_second,
         )
 
     def output_samples(self, spec: ModelSpec, frames: int) -> int:
-        return frames * spec.hop_length
+        return spec.rendered_frames(frames) * spec.hop_length
 
     def example_inputs(self, spec: ModelSpec, frames: int, seed: int, *, noise: str | None = None, speaker: int = 0) -> Arrays:
         """Real-feature based content, a phrase f0 contour and seeded noise (``noise``: default seed:{seed})."""
@@ -117,7 +118,7 @@ class SynthesizerComponent(Component):
         return arrays
 
     def graph_feed(self, spec: ModelSpec, arrays: Mapping[str, np.ndarray], names: list[str]) -> Arrays:
-        return graph_feed(arrays, names, hop_length=spec.hop_length, sample_rate=spec.sampling_rate)
+        return graph_feed(arrays, names, hop_length=spec.hop_length, sample_rate=spec.sampling_rate, skip_frames=spec.skip_frames)
 
     def calibration_feeds(self, spec: ModelSpec, recipe: Any, names: list[str], *, static: int | None, speaker: int,
                           cache_dir: Path | None, log: Callable[[str], None]) -> tuple[list[Arrays], str, str]:
@@ -152,7 +153,7 @@ class SynthesizerComponent(Component):
     def windowable(self, spec: ModelSpec, input_names: list[str]) -> bool:
         """Slicing the inputs is exact only where the NSF source is computed on the host (or there is
         none); otherwise the sine phase would restart in every window."""
-        return not spec.f0 or "excitation" in input_names
+        return not spec.skip_frames and (not spec.f0 or "excitation" in input_names)
 
     # -- accuracy -------------------------------------------------------------------------------
 
@@ -203,6 +204,10 @@ class SynthesizerComponent(Component):
         read.boolean(model.get("f0"), "model.f0")
         if model.get("fixed_speaker") is not None:
             read.integer(model["fixed_speaker"], "model.fixed_speaker", 0, model["n_speakers"] - 1)
+        if model.get("stream") is not None:  # a real-time block artifact's geometry, in 10 ms frames
+            stream = read.mapping(model["stream"], "model.stream")
+            parts = {key: read.integer(stream.get(key), f"model.stream.{key}", 0, 6000) for key in ("block", "context", "crossfade", "search")}
+            read.integer(stream.get("window"), "model.stream.window", sum(parts.values()), sum(parts.values()))
 
     def check_signature(self, input_names: list[str], read: Any) -> None:
         if "features" not in input_names:

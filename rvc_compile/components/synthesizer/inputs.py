@@ -149,14 +149,21 @@ def make_noise(
 USER_INPUTS = ("features", "f0", "speaker", "prior_noise", "source_noise")
 
 
-def graph_feed(arrays: Mapping[str, np.ndarray], names: list[str], *, hop_length: int, sample_rate: int) -> dict[str, np.ndarray]:
-    """The graph inputs ``names`` from user-level ``arrays``; ``excitation`` is the host-side NSF source."""
+def graph_feed(arrays: Mapping[str, np.ndarray], names: list[str], *, hop_length: int, sample_rate: int, skip_frames: int = 0) -> dict[str, np.ndarray]:
+    """The graph inputs ``names`` from user-level ``arrays``; ``excitation`` is the host-side NSF source.
+
+    ``skip_frames`` (real-time blocks): the graph renders only the frames after them, and its source's
+    phase starts there (as the NSF source on the sliced f0 does); the skipped samples are zeros."""
     feed = {}
     for name in names:
         if name == "excitation":
             from .nsf import sine_excitation
 
-            excitation = sine_excitation(arrays["f0"], arrays["source_noise"], hop_length=hop_length, sample_rate=sample_rate)
+            skip = skip_frames * hop_length
+            f0, noise = arrays["f0"].reshape(-1)[skip_frames:], arrays["source_noise"].reshape(-1)[skip:]
+            excitation = sine_excitation(f0, noise, hop_length=hop_length, sample_rate=sample_rate)
+            if skip:
+                excitation = np.concatenate([np.zeros(skip, np.float32), excitation])
             feed[name] = excitation[None]
         else:
             feed[name] = arrays[name]

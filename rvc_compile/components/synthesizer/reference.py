@@ -31,6 +31,21 @@ class ReferenceModel:
     def from_path(cls, path: str | Path, threads: int | None = None, **load_options: Any) -> "ReferenceModel":
         return cls(load_checkpoint(path, **load_options), threads=threads)
 
+    def blocks(self, block: float, context: float, crossfade: float, search: float = 0.01) -> "ReferenceModel":
+        """The eager reference of a real-time block artifact with this geometry (seconds): renders only
+        the frames after the context, as the ``stream_block`` pass makes the graph do."""
+        import copy
+
+        from .model import build_model
+        from .spec import with_skip
+
+        other = copy.copy(self)
+        frames = {key: int(round(value * 100)) for key, value in (("block", block), ("context", context), ("crossfade", crossfade), ("search", search))}
+        other.spec = with_skip(self.spec, frames["context"], source=self.source)
+        other.model = build_model(other.spec, self.checkpoint.state_dict)
+        other.stream = {**frames, "window": sum(frames.values())}
+        return other
+
     @property
     def sample_rate(self) -> int:
         return self.spec.sampling_rate

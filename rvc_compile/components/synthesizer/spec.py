@@ -46,6 +46,10 @@ FRAMES_PER_SECOND = 100  # content features after RVC's 2x upsampling
 FLOW_COUPLINGS = 4
 FLOW_LAYERS = 3
 FLOW_KERNEL_SIZE = 5
+# Real-time blocks: frames of context the flow sees before the rendered ones (RVC's ``skip_head - 24``),
+# and the longest context a block may have (60 s).
+FLOW_CONTEXT = 24
+MAX_SKIP_FRAMES = 6000
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ class ModelSpec:
     p_dropout: float = 0.0
     # Pruned widths, sorted (layer key, width); empty for an unpruned model. See ``prunable_widths``.
     channels: tuple[tuple[str, int], ...] = ()
+    # Real-time blocks (RVC's ``infer(skip_head, return_length)``): the first ``skip_frames`` input
+    # frames are context only. The content encoder sees every frame, the flow the last T - skip frames
+    # plus ``FLOW_CONTEXT`` before them, the decoder renders only the last T - skip. 0: render all.
+    skip_frames: int = 0
 
     @property
     def channel_map(self) -> dict[str, int]:
@@ -124,6 +132,7 @@ class ModelSpec:
             "n_speakers": self.n_speakers,
             "config": self.to_config_list(),
             **({"channels": self.channel_map} if self.channels else {}),
+            **({"skip_frames": self.skip_frames} if self.skip_frames else {}),
         }
 
     @classmethod
@@ -135,7 +144,12 @@ class ModelSpec:
             source=source,
             n_speakers=data.get("n_speakers"),
         )
-        return with_channels(spec, data.get("channels") or {}, source=source)
+        spec = with_channels(spec, data.get("channels") or {}, source=source)
+        return with_skip(spec, data.get("skip_frames", 0), source=source)
+
+    def rendered_frames(self, frames: int) -> int:
+        """Frames of audio the graph renders for ``frames`` input frames."""
+        return frames - self.skip_frames
 
 
 def prunable_widths(spec: ModelSpec) -> dict[str, int]:
@@ -181,6 +195,13 @@ def with_channels(spec: ModelSpec, channels: Any, *, source: str) -> ModelSpec:
         if width < full[key]:
             canonical.append((key, int(width)))
     return dataclasses.replace(spec, channels=tuple(sorted(canonical)))
+
+
+def with_skip(spec: ModelSpec, skip_frames: Any, *, source: str) -> ModelSpec:
+    """``spec`` rendering only the frames after the first ``skip_frames`` (real-time blocks)."""
+    if isinstance(skip_frames, bool) or not isinstance(skip_frames, int) or not 0 <= skip_frames <= MAX_SKIP_FRAMES:
+        raise CheckpointError(f"{source}: skip_frames={skip_frames!r} must be an integer in 0..{MAX_SKIP_FRAMES}")
+    return dataclasses.replace(spec, skip_frames=int(skip_frames))
 
 
 def _int(value: Any, name: str, source: str) -> int:

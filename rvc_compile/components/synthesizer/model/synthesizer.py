@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..spec import FLOW_COUPLINGS, FLOW_LAYERS, ModelSpec
+from ..spec import FLOW_CONTEXT, FLOW_COUPLINGS, FLOW_LAYERS, ModelSpec
 from .encoder import ContentEncoder
 from .flow import CouplingFlow
 from .vocoder import HiFiGAN
@@ -123,8 +123,20 @@ class Synthesizer(nn.Module):
         either already made, or made by the decoder from f0 and ``source_noise`` or the host's
         ``excitation``. Returns audio [1, T*hop]."""
         mean, log_scale = self.enc_p(features, f0)
+        skip = self.spec.skip_frames
+        if skip:
+            # Real-time blocks, as RVC's infer(skip_head, return_length): the flow over the rendered
+            # frames and FLOW_CONTEXT before them, the decoder over the rendered frames only.
+            flow_head = max(skip - FLOW_CONTEXT, 0)
+            mean, log_scale, prior_noise = mean[:, :, flow_head:], log_scale[:, :, flow_head:], prior_noise[:, :, flow_head:]
         z_p = mean + torch.exp(log_scale) * prior_noise * PRIOR_NOISE_SCALE
         z = self.flow(z_p, g)
+        if skip:
+            hop = self.spec.hop_length
+            z = z[:, :, skip - flow_head :]
+            f0 = f0[:, skip:] if f0 is not None else None
+            source_noise = source_noise[:, skip * hop :] if source_noise is not None else None
+            excitation = excitation[:, skip * hop :] if excitation is not None else None
         return self.dec(z, g, source, f0=f0, noise=source_noise, excitation=excitation).squeeze(1)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
