@@ -139,6 +139,64 @@ def convert(voice: Path, input_path: Path, output: Path, pitch_shift: float | No
     click.echo(f"wrote {output} ({converted.shape[0] / opened.sample_rate:.2f} s at {opened.sample_rate} Hz)")
 
 
+@cli.command()
+@click.argument("voice", type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="OUT.wav, OUT.flac or OUT.npy")
+@click.option("--block", type=float, help="Seconds per block (default: a block artifact's, else 0.25).")
+@click.option("--context", type=float, help="Seconds of context before each block (default: a block artifact's, else 2.5).")
+@click.option("--crossfade", type=float, help="Seconds of SOLA crossfade between blocks (default: a block artifact's, else 0.05).")
+@click.option("--synthesizer", "synthesizer_path", type=click.Path(path_type=Path), help="A real-time block artifact (recipe stream: section) to use instead of VOICE's synthesizer.")
+@click.option("--synth-context", type=float, default=0.5, show_default=True, help="Dynamic synthesizers: seconds they see before the rendered frames.")
+@click.option("--pitch", "pitch_shift", type=float, help="Pitch shift in semitones (default: the bundle's setting, else 0).")
+@click.option("--f0-method", type=click.Choice(["rmvpe", "harvest", "pm", "dio"]), help="Pitch estimator (default: the bundle's, else rmvpe when given, else harvest).")
+@click.option("--index", "index_path", type=click.Path(dir_okay=False, path_type=Path), help="The voice's RVC .index (replaces a bundle's).")
+@click.option("--index-rate", type=float, help="Retrieval blend 0..1 (default: the bundle's with an index, else 0).")
+@click.option("--speaker", type=int, help="Speaker id of multi-speaker voices (default 0).")
+@click.option("--noise", default="seed:0", show_default=True, help="'seed:N' (RVC's random prior and source noise) or 'zero' (deterministic).")
+@click.option("--encoder", "encoder_path", type=click.Path(path_type=Path), help="Content encoder: an artifact, or a Transformers folder (with a checkpoint VOICE).")
+@click.option("--rmvpe", "rmvpe_path", type=click.Path(path_type=Path), help="RMVPE: an artifact, or rmvpe.pt (with a checkpoint VOICE).")
+@click.option("--threads", type=int, help="Threads per component (default: as recorded in each artifact).")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-block statistics as JSON.")
+def stream(voice: Path, input_path: Path, output: Path, block: float | None, context: float | None, crossfade: float | None,
+           synthesizer_path: Path | None, synth_context: float, pitch_shift: float | None, f0_method: str | None, index_path: Path | None,
+           index_rate: float | None, speaker: int | None, noise: str, encoder_path: Path | None, rmvpe_path: Path | None,
+           threads: int | None, as_json: bool) -> None:
+    """Convert IN block by block through the real-time engine, as a voice changer runs it.
+
+    VOICE is opened as by convert. Each block is converted in real-time order, with only the audio a live
+    stream would have; OUT is the output aligned with IN (the crossfade lag removed). Reports the time
+    per block against the block's own duration (docs/STREAMING.md).
+    """
+    from .components.synthesizer.inputs import parse_noise
+    from .convert.audio import SAMPLE_RATE, read_audio, resample, write_audio
+    from .convert.voice import open_stream
+    from .errors import InputError
+    from .runtime.stream import stream_audio
+
+    noise = parse_noise(noise)
+    if output.suffix.lower() not in (".wav", ".flac", ".npy"):
+        raise InputError(f"{output}: output must end in .wav, .flac or .npy")
+    audio, rate = read_audio(input_path)
+    if rate % 100:  # a stream takes whole samples per 10 ms frame: 22.05 kHz and the like go to 16 kHz first
+        audio, rate = resample(audio, rate, SAMPLE_RATE), SAMPLE_RATE
+    engine = open_stream(voice, encoder=encoder_path, rmvpe=rmvpe_path, index=index_path, synthesizer=synthesizer_path, threads=threads,
+                         block=block, context=context, crossfade=crossfade, synth_context=synth_context, sample_rate=rate,
+                         f0_method=f0_method, pitch_shift=pitch_shift, index_rate=index_rate, speaker=speaker, noise=noise)
+    click.echo(f"{engine.label}: {engine.geometry.describe()}; input {rate} Hz, output {engine.output_rate} Hz; "
+               f"latency {engine.latency_s * 1000:.0f} ms + compute", err=True)
+    converted = stream_audio(engine, audio)
+    write_audio(output, converted, engine.output_rate)
+    stats = engine.stats(skip=1 if engine.blocks > 1 else 0)  # the first block pays one-time allocations
+    if as_json:
+        click.echo(json.dumps(stats, indent=2))
+    else:
+        stages = ", ".join(f"{name} {value:.1f}" for name, value in stats.get("stages_p50_ms", {}).items())
+        click.echo(f"{stats['blocks']} blocks of {stats['block_s'] * 1000:.0f} ms: p50 {stats['p50_ms']:.1f} ms, p99 {stats['p99_ms']:.1f} ms, "
+                   f"max {stats['max_ms']:.1f} ms, {stats['over_budget'] * 100:.1f} % over the block's duration (p50 per stage, ms: {stages})", err=True)
+    click.echo(f"wrote {output} ({converted.shape[0] / engine.output_rate:.2f} s at {engine.output_rate} Hz)")
+
+
 _CACHE_DIR_HELP = "Build cache folder (default: $RVC_COMPILE_CACHE, else the user cache folder)."
 
 
@@ -350,7 +408,14 @@ def _seconds_list(text: str) -> tuple[float, ...]:
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--seconds", "seconds_text", default="0.5,2,10", show_default=True, help="Audio lengths to time, comma-separated.")
 @click.option("--chunk", "chunk_seconds", type=float, help="Streaming mode: time consecutive chunks of this many seconds instead.")
-@click.option("--stream-seconds", default=2.0, show_default=True, type=float, help="Audio split into chunks in streaming mode.")
+@click.option("--stream-seconds", type=float, help="Audio per pass in --chunk mode (default 2) and --stream mode (default 10).")
+@click.option("--stream", "stream_mode", is_flag=True, help="Time the real-time engine block by block; SOURCEs are VOICEs as for `rvc-compile stream`.")
+@click.option("--block", type=float, help="--stream: seconds per block (default: a block artifact's, else 0.25).")
+@click.option("--context", type=float, help="--stream: seconds of context (default: a block artifact's, else 2.5).")
+@click.option("--crossfade", type=float, help="--stream: seconds of crossfade (default: a block artifact's, else 0.05).")
+@click.option("--encoder", "encoder_path", type=click.Path(path_type=Path), help="--stream: the content encoder, as for stream.")
+@click.option("--rmvpe", "rmvpe_path", type=click.Path(path_type=Path), help="--stream: RMVPE, as for stream.")
+@click.option("--synthesizer", "synthesizer_path", type=click.Path(path_type=Path), help="--stream: a real-time block artifact, as for stream.")
 @click.option("--threads", default=2, show_default=True, type=int)
 @click.option("--repeat", default=10, show_default=True, type=int, help="Timed runs per length up to 2 s (fewer, at least 3, for longer lengths).")
 @click.option("--warmup", default=1, show_default=True, type=int, help="Untimed runs per source and length first.")
@@ -358,16 +423,35 @@ def _seconds_list(text: str) -> tuple[float, ...]:
 @click.option("--no-floor", is_flag=True, help="Skip measuring the machine's peak fp32/bf16/int8 rates.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of the table.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON result to this file.")
-def bench(sources: tuple[str, ...], seconds_text: str, chunk_seconds: float | None, stream_seconds: float, threads: int, repeat: int,
-          warmup: int, speaker: int | None, no_floor: bool, as_json: bool, output: Path | None) -> None:
+def bench(sources: tuple[str, ...], seconds_text: str, chunk_seconds: float | None, stream_seconds: float | None, stream_mode: bool,
+          block: float | None, context: float | None, crossfade: float | None, encoder_path: Path | None, rmvpe_path: Path | None,
+          synthesizer_path: Path | None, threads: int, repeat: int, warmup: int, speaker: int | None, no_floor: bool, as_json: bool,
+          output: Path | None) -> None:
     """Time SOURCEs on identical inputs, interleaved: checkpoints, artifacts, eager-bf16:CKPT, naive-onnx:CKPT.
 
     A checkpoint runs the eager fp32 PyTorch reference; the first SOURCE is the speed-up baseline.
+    --chunk times independent chunks of the graph alone; --stream times the real-time engine (context,
+    pitch cache, SOLA) per block, the way a voice changer calls it.
     """
     from .measure.bench import BenchSettings, format_table, run_bench, write_json
 
+    if stream_mode:
+        from .errors import InputError
+        from .measure.streaming import StreamBenchSettings, format_stream_table, run_stream_bench
+
+        if chunk_seconds is not None:
+            raise InputError("--stream and --chunk are two modes: give one")
+        stream_settings = StreamBenchSettings(
+            seconds=stream_seconds or 10.0, repeat=repeat if repeat != 10 else 2, threads=threads, block=block, context=context,
+            crossfade=crossfade, encoder=encoder_path, rmvpe=rmvpe_path, synthesizer=synthesizer_path,
+        )
+        result = run_stream_bench(list(sources), stream_settings, log=lambda message: click.echo(message, err=True))
+        if output is not None:
+            write_json(result, output)
+        click.echo(json.dumps(result, indent=2, allow_nan=False) if as_json else format_stream_table(result))
+        return
     settings = BenchSettings(
-        seconds=_seconds_list(seconds_text), chunk_seconds=chunk_seconds, stream_seconds=stream_seconds, threads=threads,
+        seconds=_seconds_list(seconds_text), chunk_seconds=chunk_seconds, stream_seconds=stream_seconds or 2.0, threads=threads,
         repeat=repeat, warmup=warmup, speaker=speaker, floor=not no_floor,
     )
     result = run_bench(list(sources), settings, log=lambda message: click.echo(message, err=True))

@@ -112,3 +112,25 @@ def open_voice(voice: Path, *, encoder: Path | None = None, rmvpe: Path | None =
     engines = Engines(encoder=encoder_engine, synthesizer=synthesizer, rmvpe=estimator, index=retrieval, label=label)
     engines.check()
     return OpenedVoice(engines, {}, label)
+
+
+def open_stream(voice: Path, *, encoder: Path | None = None, rmvpe: Path | None = None, index: Path | None = None,
+                synthesizer: Path | None = None, threads: int | None = None, **stream_options: Any) -> Any:
+    """A real-time ``runtime.stream.Stream`` over what ``open_voice`` opens; ``synthesizer``: a real-time
+    block artifact (or another synthesizer artifact) used instead of VOICE's own synthesizer."""
+    from ..runtime.stream import Stream
+
+    opened = open_voice(voice, encoder=encoder, rmvpe=rmvpe, index=index, threads=threads)
+    engines = opened.engines
+    label = opened.label
+    if synthesizer is not None:
+        block = _load_artifact(Path(synthesizer), "synthesizer", "--synthesizer", threads)
+        engines = Engines(encoder=engines.encoder, synthesizer=block, rmvpe=engines.rmvpe, index=engines.index, label=label)
+        label = f"{label} with {synthesizer}"
+    options = dict(stream_options)
+    if options.get("f0_method") is None:
+        options["f0_method"] = opened.options().f0_method
+    for key in ("pitch_shift", "index_rate", "speaker"):
+        if options.get(key) is None:
+            options[key] = getattr(opened.options(), key) if key != "index_rate" or engines.index is not None else 0.0
+    return Stream(engines, label=label, **options)
