@@ -8,6 +8,10 @@ weights, loads it into upstream's ``SynthesizerTrnMs{256,768}NSFsid[_nono]`` (we
 through our loader, runs both with zero noise (upstream's ``randn_like`` patched to zeros; its sine
 source draws no other randomness with one harmonic) on real-feature inputs at several lengths, with the
 coarse pitch computed as RVC's pipeline does, and prints the relative L2 error of our output.
+
+Real-time blocks: where the checkout's ``infer`` takes ``skip_head``/``return_length`` (RVC's real-time
+path, ``rtrvc.py``), every small model is also run at 333 frames with 250 frames skipped, against our
+model with ``skip_frames=250`` (what a ``stream:`` recipe section builds).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ COMBINATIONS = [
     ("v2", "40k", True, "full"),
 ]
 LENGTHS = (7, 64, 333, 1500)
+BLOCK = (333, 250)  # frames in, frames skipped: a real-time block (renders the last 83 frames)
 
 
 def coarse_pitch_like_rvc(f0: np.ndarray) -> np.ndarray:
@@ -51,6 +56,7 @@ def main() -> None:
     from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
     from rvc_compile.components.synthesizer.examples import example_case
     from rvc_compile.components.synthesizer.model import build_model
+    from rvc_compile.components.synthesizer.spec import with_skip
     from rvc_compile.components.synthesizer.synthetic import make_checkpoint
 
     classes = {
@@ -69,9 +75,14 @@ def main() -> None:
             theirs.load_state_dict({k: v.float() for k, v in raw["weight"].items()}, strict=True)
             theirs.eval()
             checkpoint = load_checkpoint(path)
-            ours = build_model(checkpoint.spec, checkpoint.state_dict)
             hop = checkpoint.spec.hop_length
-            for frames in LENGTHS if size == "small" else LENGTHS[:3]:
+            import inspect
+
+            blocks = "skip_head" in inspect.signature(theirs.infer).parameters and size == "small"
+            runs = [(frames, 0) for frames in (LENGTHS if size == "small" else LENGTHS[:3])] + ([BLOCK] if blocks else [])
+            for frames, skip in runs:
+                ours = build_model(with_skip(checkpoint.spec, skip, source="parity"), checkpoint.state_dict)
+                extra = {"skip_head": torch.tensor(skip), "return_length": torch.tensor(frames - skip), "return_length2": torch.tensor(frames - skip)} if skip else {}
                 case = example_case(checkpoint.spec.feature_dim, frames, seed=frames)
                 features, f0 = torch.from_numpy(case["features"])[None], case["f0"]
                 speaker = torch.tensor([1])
@@ -81,9 +92,9 @@ def main() -> None:
                     with torch.no_grad():
                         if f0_flag:
                             pitch = torch.from_numpy(coarse_pitch_like_rvc(f0.copy()))[None]
-                            reference = theirs.infer(features, torch.tensor([frames]), pitch, torch.from_numpy(f0)[None], speaker)[0]
+                            reference = theirs.infer(features, torch.tensor([frames]), pitch, torch.from_numpy(f0)[None], speaker, **extra)[0]
                         else:
-                            reference = theirs.infer(features, torch.tensor([frames]), speaker)[0]
+                            reference = theirs.infer(features, torch.tensor([frames]), speaker, **extra)[0]
                 finally:
                     torch.randn_like = original
                 inputs = [features] + ([torch.from_numpy(f0)[None]] if f0_flag else [])
@@ -95,7 +106,7 @@ def main() -> None:
                 error = float(np.linalg.norm(mine - reference) / np.linalg.norm(reference))
                 worst = max(worst, error)
                 label = f"{version} {rate} f0={int(f0_flag)} {size}"
-                print(f"{label:<22}{frames:>8}{error:>14.2e}", flush=True)
+                print(f"{label:<22}{frames:>8}{error:>14.2e}" + (f"  (block: {skip} skipped, {frames - skip} rendered)" if skip else ""), flush=True)
     print(f"worst relative L2 error: {worst:.2e} (target < 1e-4)")
     sys.exit(0 if worst < 1e-4 else 1)
 

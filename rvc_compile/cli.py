@@ -144,7 +144,7 @@ def convert(voice: Path, input_path: Path, output: Path, pitch_shift: float | No
 @click.argument("input_path", metavar="IN", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="OUT.wav, OUT.flac or OUT.npy")
 @click.option("--block", type=float, help="Seconds per block (default: a block artifact's, else 0.25).")
-@click.option("--context", type=float, help="Seconds of context before each block (default: a block artifact's, else 2.5).")
+@click.option("--context", type=float, help="Seconds of context before each block (default: a block artifact's, else 1.0).")
 @click.option("--crossfade", type=float, help="Seconds of SOLA crossfade between blocks (default: a block artifact's, else 0.05).")
 @click.option("--synthesizer", "synthesizer_path", type=click.Path(path_type=Path), help="A real-time block artifact (recipe stream: section) to use instead of VOICE's synthesizer.")
 @click.option("--synth-context", type=float, default=0.5, show_default=True, help="Dynamic synthesizers: seconds they see before the rendered frames.")
@@ -187,7 +187,7 @@ def stream(voice: Path, input_path: Path, output: Path, block: float | None, con
                f"latency {engine.latency_s * 1000:.0f} ms + compute", err=True)
     converted = stream_audio(engine, audio)
     write_audio(output, converted, engine.output_rate)
-    stats = engine.stats(skip=1 if engine.blocks > 1 else 0)  # the first block pays one-time allocations
+    stats = engine.stats()  # every block: the stream warmed its engines up when it was made
     if as_json:
         click.echo(json.dumps(stats, indent=2))
     else:
@@ -411,7 +411,7 @@ def _seconds_list(text: str) -> tuple[float, ...]:
 @click.option("--stream-seconds", type=float, help="Audio per pass in --chunk mode (default 2) and --stream mode (default 10).")
 @click.option("--stream", "stream_mode", is_flag=True, help="Time the real-time engine block by block; SOURCEs are VOICEs as for `rvc-compile stream`.")
 @click.option("--block", type=float, help="--stream: seconds per block (default: a block artifact's, else 0.25).")
-@click.option("--context", type=float, help="--stream: seconds of context (default: a block artifact's, else 2.5).")
+@click.option("--context", type=float, help="--stream: seconds of context (default: a block artifact's, else 1.0).")
 @click.option("--crossfade", type=float, help="--stream: seconds of crossfade (default: a block artifact's, else 0.05).")
 @click.option("--encoder", "encoder_path", type=click.Path(path_type=Path), help="--stream: the content encoder, as for stream.")
 @click.option("--rmvpe", "rmvpe_path", type=click.Path(path_type=Path), help="--stream: RMVPE, as for stream.")

@@ -325,7 +325,7 @@ def test_stream_section_is_checked(tmp_path, checkpoint_factory):
     ):
         with pytest.raises(RecipeError, match=message):
             load_recipe(recipe, [override])
-    with pytest.raises(RecipeError, match="chunk_frames: 25 frames, but the stream section's window is 281"):
+    with pytest.raises(RecipeError, match="chunk_frames: 25 frames, but the stream section's window is 131"):
         load_recipe(recipe, ["stream={}", "shapes={mode: static, chunk_frames: 25}"])
     with pytest.raises(RecipeError, match="added by the stream section"):
         load_recipe(recipe, ["stream={}", "passes=[{name: stream_block, skip_frames: 250}]"])
@@ -368,5 +368,28 @@ def test_bench_stream_times_blocks(block_artifacts, stream_sources, tmp_path):
     assert process.returncode == 0, process.stderr
     assert "p99/block" in process.stdout
     row = json.loads(result.read_text())["results"][0]
-    assert row["blocks"] == 10 and row["geometry"]["block"] == 0.1 and row["p99_ms"] >= row["p50_ms"] > 0
+    assert row["blocks"] == 11 and row["geometry"]["block"] == 0.1 and row["p99_ms"] >= row["p50_ms"] > 0
     assert set(row["stages_p50_ms"]) >= {"encoder", "pitch", "synthesizer", "sola"}
+
+
+@pytest.mark.slow
+def test_shipped_block_recipe_builds_and_streams(checkpoint_factory, stream_sources, tmp_path):
+    """recipes/stream/cpu-int8-openvino-block.yaml on a small voice: 2.5 s of context (longer than the
+    one second of frames the build counts FLOPs on), int8 as on any AVX2 CPU, then streamed."""
+    from rvc_compile.build.pipeline import build
+    from rvc_compile.recipe.schema import load_recipe
+    from rvc_compile.runtime import load
+    from rvc_compile.runtime.stream import Stream
+    from rvc_compile.convert.voice import open_voice
+
+    recipe = load_recipe(ROOT / "recipes" / "stream" / "cpu-int8-openvino-block.yaml", [
+        f"source.checkpoint={checkpoint_factory(version='v1')}", "target.cpu=portable", "calibration.count=2", "calibration.seconds=1.0",
+        "latency.repeat=1", "stream.context=2.5", "golden.seconds=[2.81]"])
+    path = build(recipe, out_dir=tmp_path / "artifacts", cache_dir=tmp_path / "cache", log=lambda message: None).path
+    voice = load(path)
+    assert voice.manifest.model["stream"]["window"] == 281 and voice.spec.skip_frames == 250
+    opened = open_voice(path, encoder=stream_sources["encoder"], rmvpe=stream_sources["rmvpe"])
+    stream = Stream(opened.engines)  # the artifact's geometry (the recipe's 1 s context overridden to 2.5 s)
+    assert stream.geometry.describe() == "0.25 s blocks, 2.5 s context, 0.05 s crossfade, 0.01 s search"
+    out = [stream.push(np.zeros(4000, np.float32) + 0.01 * np.sin(np.arange(4000) / 7.0).astype(np.float32)) for _ in range(3)]
+    assert all(block.shape == (10000,) and np.isfinite(block).all() for block in out)

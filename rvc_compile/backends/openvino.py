@@ -241,6 +241,13 @@ class Runner:
         sizes = [int(feed[name].shape[axis]) for name, axis in self._time_axes.items()]
         return min(sizes) if sizes else None
 
+    def add_static_frames(self, frames: int) -> None:
+        """Also run inputs of exactly ``frames`` frames on a static-shape compilation (made on first use):
+        a caller that repeats one length (a real-time stream's window) gets the static graph's speed."""
+        with self._lock:
+            if int(frames) not in self.static_frames:
+                self.static_frames = (*self.static_frames, int(frames))
+
     def compile_static(self, feed: dict[str, np.ndarray]) -> None:
         """Compile a static-shape model for the shapes of ``feed`` (one frame count)."""
         frames = self._frames(feed)

@@ -3,7 +3,7 @@
 Each source is a VOICE as ``rvc-compile stream`` opens it (a bundle, a synthesizer artifact with encoder
 and pitch artifacts, a checkpoint with their sources); every source streams the same real speech (the
 bundled clips, 16 kHz) through its own ``runtime.stream.Stream``, ``repeat`` passes with the sources
-interleaved. The first block of every pass is not counted (one-time allocations). Reported per source:
+interleaved. Every block counts: a stream compiles and warms its engines when it is made. Reported per source:
 p50/p99/max time per block, the share of blocks over the block's own duration (a block that takes longer
 than it lasts is an audible dropout in a live stream) and the p50 of every stage.
 """
@@ -74,7 +74,7 @@ def run_stream_bench(sources: list[str], settings: StreamBenchSettings, log: Cal
             stream = streams[source] if repeat == 0 else make(source)
             started = time.perf_counter()
             stream_audio(stream, audio)
-            for timing in stream.timings[1:]:
+            for timing in stream.timings:
                 totals[source].append(timing["total"])
                 for stage, value in timing.items():
                     if stage != "total":
@@ -101,7 +101,7 @@ def run_stream_bench(sources: list[str], settings: StreamBenchSettings, log: Cal
 def format_stream_table(result: dict[str, Any]) -> str:
     rows = result["results"]
     lines = [f"streaming: {result['settings']['seconds']:g} s of speech per pass, {result['settings']['repeat']} passes, sources interleaved; "
-             f"time per block (the first of each pass not counted)"]
+             "time per block"]
     header = f"{'source':<48} {'block':>6} {'context':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'p99/block':>9} {'over':>6}  p50 per stage (ms)"
     lines += [header, "-" * len(header)]
     for row in rows:

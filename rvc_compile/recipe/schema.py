@@ -121,7 +121,7 @@ class Stream:
     them, as RVC's real-time path. Every length is a whole number of 10 ms frames."""
 
     block: float = 0.25  # seconds of new audio per block
-    context: float = 2.5  # seconds before the block the content encoder sees (RVC's extra time)
+    context: float = 1.0  # seconds before the block the content encoder sees (RVC's GUI: 2.5; docs/STREAMING.md)
     crossfade: float = 0.05  # seconds over which consecutive blocks blend
     search: float = 0.01  # seconds of SOLA's offset search
 

@@ -58,6 +58,13 @@ class CompiledModel:
         frames = max(int(round(seconds * self.frames_per_second)), self.min_frames)
         return frames if self.max_frames is None else min(frames, self.max_frames)
 
+    def prefer_length(self, frames: int) -> None:
+        """Inputs of exactly ``frames`` frames will be run on a static-shape compilation where the backend
+        has them (OpenVINO; compiled on first use); elsewhere nothing changes."""
+        add = getattr(self.runner, "add_static_frames", None)
+        if add is not None and not self.manifest.model.frames.static:
+            add(int(frames))
+
     def output_seconds(self, frames: int) -> float:
         """Seconds of output for ``frames`` input frames (a real-time block renders only its last frames)."""
         return frames / self.frames_per_second

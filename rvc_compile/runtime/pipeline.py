@@ -31,14 +31,16 @@ F0_METHODS = ("rmvpe", "harvest", "pm", "dio")
 class EncoderEngine:
     """16 kHz audio -> content features [frames, dim] (frames = (n - 400) // 320 + 1)."""
 
-    def __init__(self, encode: Callable[[np.ndarray], np.ndarray], feature_dim: int, label: str, max_samples: int | None = None):
+    def __init__(self, encode: Callable[[np.ndarray], np.ndarray], feature_dim: int, label: str, max_samples: int | None = None,
+                 model: Any = None):
         self.encode, self.feature_dim, self.label = encode, int(feature_dim), label
         self.max_samples = None if max_samples is None else int(max_samples)  # a compiled encoder's longest input
+        self.model = model  # the loaded artifact, when compiled
 
     @classmethod
     def compiled(cls, encoder: Any, label: str | None = None) -> "EncoderEngine":
         """The engine of a loaded encoder artifact (``components.encoder.compiled.CompiledEncoder``)."""
-        return cls(encoder.encode, encoder.feature_dim, label or str(encoder.path), max_samples=encoder.max_frames)
+        return cls(encoder.encode, encoder.feature_dim, label or str(encoder.path), max_samples=encoder.max_frames, model=encoder)
 
     def __call__(self, audio16k: np.ndarray) -> np.ndarray:
         return np.asarray(self.encode(np.asarray(audio16k, dtype=np.float32)), dtype=np.float32)

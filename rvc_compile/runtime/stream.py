@@ -1,6 +1,6 @@
 """Real-time conversion: microphone blocks in, converted blocks out, on compiled graphs. numpy only.
 
-    stream = Stream(engines, block=0.25, context=2.5, crossfade=0.05, sample_rate=48000)
+    stream = Stream(engines, block=0.25, context=1.0, crossfade=0.05, sample_rate=48000)
     for block in microphone:            # exactly block * sample_rate samples each
         speaker.play(stream.push(block))  # exactly block * voice rate samples each
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ RATE = 16000
 PITCH_MARGIN = 800  # samples beyond the block the pitch estimator sees (RVC: block_frame_16k + 800)
 RMVPE_POOLING = 5120  # 32 frames of 160: RVC rounds RMVPE's input up to whole poolings (minus one frame)
 PITCH_EDGE = 3  # frames at the start of each pitch estimate that are not trusted (RVC: pitch[3:-1])
-DEFAULT_BLOCK, DEFAULT_CONTEXT, DEFAULT_CROSSFADE, DEFAULT_SEARCH = 0.25, 2.5, 0.05, 0.01
+DEFAULT_BLOCK, DEFAULT_CONTEXT, DEFAULT_CROSSFADE, DEFAULT_SEARCH = 0.25, 1.0, 0.05, 0.01  # context: docs/STREAMING.md
 DEFAULT_SYNTH_CONTEXT = 0.5  # seconds a dynamic synthesizer sees before the rendered frames
 STAGES = ("resample", "encoder", "retrieval", "pitch", "synthesizer", "sola")
 
@@ -137,7 +138,7 @@ class Stream:
     artifacts', or the eager reference's). See the module docstring.
 
     ``block``/``context``/``crossfade``/``search``: seconds (defaults: a block artifact's own geometry,
-    else 0.25 / 2.5 / 0.05 / 0.01). ``sample_rate``: the rate of the pushed blocks; output is at the
+    else 0.25 / 1.0 / 0.05 / 0.01). ``sample_rate``: the rate of the pushed blocks; output is at the
     voice's rate. ``synth_context``: seconds a dynamic synthesizer artifact sees before the rendered
     frames (a block artifact sees the whole context)."""
 
@@ -145,7 +146,7 @@ class Stream:
         self, engines: Any, *, block: float | None = None, context: float | None = None, crossfade: float | None = None,
         search: float | None = None, sample_rate: int = RATE, f0_method: str = "rmvpe", pitch_shift: float = 0.0,
         index_rate: float = 0.0, speaker: int = 0, noise: str = "zero", synth_context: float = DEFAULT_SYNTH_CONTEXT,
-        label: str | None = None,
+        label: str | None = None, warm_up: bool = True, history: int = 10000,
     ):
         from .pipeline import PitchEngine
 
@@ -172,6 +173,7 @@ class Stream:
             raise InputError(f"{engines.encoder.label}: takes at most {max_samples / RATE:g} s but the stream's window is {g.window / 100:g} s "
                              "(context + block + crossfade + search): shorten the context")
         self._render = self._renderer(synth_context)
+        self._prefer_static_shapes(synth_context)
         self._pitch_shift = self._index_rate = 0.0
         self.pitch_shift, self.index_rate = pitch_shift, index_rate
         self._lock = threading.RLock()
@@ -185,8 +187,13 @@ class Stream:
         self._f0 = np.zeros(g.window, np.float64)  # Hz before the pitch shift, one per window frame
         self._tail = np.zeros(g.crossfade * self.zc, np.float32)
         self.blocks = 0
-        self.timings: list[dict[str, float]] = []  # seconds per stage and in total, one entry per block
-        self.offsets: list[int] = []  # SOLA's offset per block (output samples)
+        # The last ``history`` blocks (a live stream runs for hours): seconds per stage and in total, SOLA's
+        # offset (output samples), and the f0 (Hz, shifted) the block's own frames were rendered with.
+        self.timings: deque[dict[str, float]] = deque(maxlen=history)
+        self.offsets: deque[int] = deque(maxlen=history)
+        self.block_f0: deque[np.ndarray] = deque(maxlen=history)
+        if warm_up:
+            self.warm_up()
 
     # -- setup ------------------------------------------------------------------------------------------
 
@@ -245,6 +252,31 @@ class Stream:
             return np.asarray(audio).reshape(-1)[lead * self.hop :]
 
         return render
+
+    def _prefer_static_shapes(self, synth_context: float) -> None:
+        """Every call of a stream has the same shapes: have compiled models run them on static-shape
+        compilations (OpenVINO's dynamic-shape kernels are slower), and compile them now, not on the
+        first live block."""
+        g = self.geometry
+        encoder = getattr(self.engines.encoder, "model", None)
+        if encoder is not None and hasattr(encoder, "prefer_length"):
+            encoder.prefer_length(g.window * FRAME)
+        pitch = getattr(self.engines.rmvpe, "__self__", None) if self.has_f0 and self.f0_method == "rmvpe" else None
+        if pitch is not None and hasattr(pitch, "prefer_length"):
+            pitch.prefer_length(self.pitch_samples // FRAME + 1)
+        if hasattr(self.voice, "prefer_length") and self._built_geometry() is None:
+            self.voice.prefer_length(g.rendered + min(g.context, int(round(synth_context * 100))))
+
+    def warm_up(self) -> None:
+        """Run every engine once on silence of the stream's shapes (compilations, allocations), without
+        touching the stream's state."""
+        g = self.geometry
+        features = self._features(np.zeros(g.window * FRAME, np.float32), lambda stage, function, *args: function(*args))
+        f0 = None
+        if self.has_f0:
+            self.pitch(np.zeros(self.pitch_samples, np.float32), self.pitch_samples // FRAME + 1)
+            f0 = np.zeros(g.window, np.float32)
+        self._render(features, f0, "zero")
 
     # -- settings (any thread, any time) ---------------------------------------------------------------
 
@@ -333,6 +365,8 @@ class Stream:
             clock["total"] = time.perf_counter() - started
             self.timings.append(clock)
             self.offsets.append(offset)
+            if f0 is not None:
+                self.block_f0.append(f0[self.geometry.context : self.geometry.context + self.geometry.block].copy())
             return out
 
     def _to_16k(self, audio: np.ndarray) -> np.ndarray:
@@ -388,7 +422,7 @@ class Stream:
 
     def stats(self, skip: int = 0) -> dict[str, Any]:
         """p50/p99/max block time (ms), the share of blocks over the block's own duration, per-stage p50s."""
-        timings = self.timings[skip:]
+        timings = list(self.timings)[skip:]
         if not timings:
             return {"blocks": 0}
         budget = self.geometry.block / 100

@@ -168,9 +168,13 @@ class SynthesizerComponent(Component):
     # -- costs ----------------------------------------------------------------------------------
 
     def flops_per_second(self, spec: ModelSpec, weights: Mapping[str, Any]) -> dict[str, float]:
+        import dataclasses
+
         from .reference import flops_per_second
 
-        return flops_per_second(spec, dict(weights))
+        # Per second of the voice's audio; a real-time block model is counted as the whole model (its
+        # skipped frames would leave a one-second count with nothing to render).
+        return flops_per_second(dataclasses.replace(spec, skip_frames=0), dict(weights))
 
     def describe(self, spec: ModelSpec) -> str:
         return f"RVC {spec.version} synthesizer, {spec.sampling_rate} Hz, f0={int(spec.f0)}"
