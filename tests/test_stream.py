@@ -194,6 +194,16 @@ def test_settings_are_checked():
         Stream(engines, block=0.25, context=2.5, crossfade=0.05)
 
 
+def test_window_must_fit_the_encoder():
+    from types import SimpleNamespace
+
+    short = EncoderEngine(position_encoder().encode, 4, "one-second encoder", model=SimpleNamespace(min_samples=16000))
+    engines = Engines(encoder=short, synthesizer=FakeVoice(), rmvpe=position_pitch)
+    with pytest.raises(InputError, match="one-second encoder: takes at least 1 s but the stream's window is 0.81 s"):
+        Stream(engines, block=0.25, context=0.5)
+    assert Stream(engines, block=0.25, context=1.0).geometry.window == 131
+
+
 def test_block_voice_geometry_must_match():
     block_voice = FakeVoice(skip=10, stream={"block": 5, "context": 10, "crossfade": 2, "search": 1, "window": 18})
     stream = fake_stream(voice=block_voice)
@@ -310,6 +320,28 @@ def test_block_artifacts_match_the_block_reference(block_artifacts, checkpoint_f
             voice.infer(features[:40], f0[:40])
     process = run_cli("verify", block_artifacts["host"], "--skip-latency")
     assert process.returncode == 0, process.stdout + process.stderr
+
+
+def test_streaming_compiled_artifacts_needs_no_torch(block_artifacts):
+    """The runtime side of a stream (engine + block artifact) runs with torch impossible to import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from rvc_compile.runtime import load\n"
+        "from rvc_compile.runtime.pipeline import EncoderEngine, Engines\n"
+        "from rvc_compile.runtime.stream import Stream\n"
+        f"voice = load({str(block_artifacts['host'])!r})\n"
+        "encoder = EncoderEngine(lambda a: np.zeros(((a.shape[0] - 400) // 320 + 1, 256), np.float32) + a[:1], 256, 'numpy encoder')\n"
+        "stream = Stream(Engines(encoder=encoder, synthesizer=voice, rmvpe=lambda a: np.full(a.shape[0] // 160 + 1, 150.0)), sample_rate=48000)\n"
+        "outs = [stream.push(np.sin(np.arange(4800) / 9.0).astype(np.float32) * 0.1) for _ in range(3)]\n"
+        "print([o.shape[0] for o in outs], stream.geometry.window, 'torch' in sys.modules and sys.modules['torch'] is not None)\n"
+    )
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.split() == ["[4000,", "4000,", "4000]", "44", "False"]
 
 
 def test_stream_section_is_checked(tmp_path, checkpoint_factory):

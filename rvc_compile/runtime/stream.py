@@ -135,7 +135,7 @@ def sola(rendered: np.ndarray, previous: np.ndarray, block: int, search: int) ->
 
 class Stream:
     """A real-time conversion stream over engines (``runtime.pipeline.Engines``: a bundle's, loose
-    artifacts', or the eager reference's). See the module docstring.
+    artifacts', or the eager reference's), or over a loaded bundle itself. See the module docstring.
 
     ``block``/``context``/``crossfade``/``search``: seconds (defaults: a block artifact's own geometry,
     else 0.25 / 1.0 / 0.05 / 0.01). ``sample_rate``: the rate of the pushed blocks; output is at the
@@ -150,6 +150,7 @@ class Stream:
     ):
         from .pipeline import PitchEngine
 
+        engines = getattr(engines, "engines", engines)  # a loaded bundle (runtime.pipeline.CompiledPipeline) gives its engines
         engines.check()
         self.engines = engines
         self.voice = engines.synthesizer
@@ -172,6 +173,10 @@ class Stream:
         if max_samples is not None and g.window * FRAME > max_samples:
             raise InputError(f"{engines.encoder.label}: takes at most {max_samples / RATE:g} s but the stream's window is {g.window / 100:g} s "
                              "(context + block + crossfade + search): shorten the context")
+        min_samples = getattr(getattr(engines.encoder, "model", None), "min_samples", None)
+        if min_samples is not None and g.window * FRAME < min_samples:
+            raise InputError(f"{engines.encoder.label}: takes at least {min_samples / RATE:g} s but the stream's window is {g.window / 100:g} s "
+                             "(context + block + crossfade + search): lengthen the context, or build the encoder with a lower shapes.min_frames")
         self._render = self._renderer(synth_context)
         self._prefer_static_shapes(synth_context)
         self._pitch_shift = self._index_rate = 0.0
@@ -267,16 +272,20 @@ class Stream:
         if hasattr(self.voice, "prefer_length") and self._built_geometry() is None:
             self.voice.prefer_length(g.rendered + min(g.context, int(round(synth_context * 100))))
 
-    def warm_up(self) -> None:
-        """Run every engine once on silence of the stream's shapes (compilations, allocations), without
-        touching the stream's state."""
+    def warm_up(self, runs: int = 3) -> None:
+        """Run every engine ``runs`` times on quiet noise of the stream's shapes, without touching the
+        stream's state: static-shape compilations and the first inferences' allocations happen here, not
+        in live blocks (measured: the first two or three encoder calls after compiling took twice as long)."""
         g = self.geometry
-        features = self._features(np.zeros(g.window * FRAME, np.float32), lambda stage, function, *args: function(*args))
-        f0 = None
-        if self.has_f0:
-            self.pitch(np.zeros(self.pitch_samples, np.float32), self.pitch_samples // FRAME + 1)
-            f0 = np.zeros(g.window, np.float32)
-        self._render(features, f0, "zero")
+        rng = np.random.default_rng(0)
+        for _ in range(runs):
+            audio = (rng.standard_normal(g.window * FRAME) * 0.01).astype(np.float32)
+            features = self._features(audio, lambda stage, function, *args: function(*args))
+            f0 = None
+            if self.has_f0:
+                self.pitch(audio[-self.pitch_samples:], self.pitch_samples // FRAME + 1)
+                f0 = np.full(g.window, 150.0, np.float32)
+            self._render(features, f0, "zero")
 
     # -- settings (any thread, any time) ---------------------------------------------------------------
 
