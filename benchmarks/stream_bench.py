@@ -245,7 +245,9 @@ def write_doc(record: dict[str, Any], path: Path) -> None:
     lines += ["", "Synthesizer stage alone (int8 block artifact), per block:", "", "| context s | p50 ms | p99 ms | p99 / block |", "|---|---|---|---|"]
     for context, row in record["synthesizer_stage"].items():
         lines.append(f"| {context} | {row['p50_ms']} | {row['p99_ms']} | {row['p99_share_of_block'] * 100:.0f} % |")
-    lines += ["", "Streamed output against the offline conversion of the whole file by the same components:", "",
+    lines += ["", "Streamed output against the offline conversion of the whole file by the same components (log-mel), and the f0 the "
+              "stream rendered with against RMVPE over the whole file (random-weight RMVPE: its f0 jumps between frames and with its "
+              "context, so these cents say little; the pitch-cache table below uses Praat's pm on the same speech):", "",
               "| stream | log-mel dB | f0 cents (mean) | f0 cents (p95) | voicing flips |", "|---|---|---|---|---|"]
     for name, row in record["streamed_vs_offline"].items():
         lines.append(f"| {name} | {row['log_mel_db']:.2f} | {row['f0_cents']:.1f} | {row['f0_cents_p95']:.1f} | {row['voicing_mismatch'] * 100:.1f} % |")

@@ -352,7 +352,7 @@ def test_report_renders_the_document_and_plot(baseline_result, checkpoint, peaks
         write_json(value, results / f"{name}.json")
     doc = report.render(results, tmp_path / "docs" / "PERFORMANCE.md")
     text = doc.read_text()
-    for fragment in ("QUICK RUN", "## Targets", "## 2 s of audio", "## Streaming: 0.25 s chunks", "## How cost grows with the work",
+    for fragment in ("QUICK RUN", "## Targets", "## 2 s of audio", "## Independent chunks: 0.25 s (the graph alone, no context)", "## Real-time streaming", "## How cost grows with the work",
                      "## The physical floor", "**failed**: error: boom", "PENDING", "issue 6", "1 threads"):
         assert fragment in text, fragment
     assert text.count("**Machine:**") >= 3  # every table states the machine
