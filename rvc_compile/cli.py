@@ -507,16 +507,18 @@ def calibration_inspect(recipe_path: Path, overrides: tuple[str, ...], cache_dir
 @click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe value (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the pruning report as JSON (the checkpoint path stays the last line).")
-def prune(recipe_path: Path, overrides: tuple[str, ...], as_json: bool) -> None:
+@_cache_dir_option
+def prune(recipe_path: Path, overrides: tuple[str, ...], as_json: bool, cache_dir: Path | None) -> None:
     """Prune RECIPE.yaml's checkpoint and fine-tune it by distillation; prints the pruned checkpoint last.
 
     The pruned checkpoint is a source for ``rvc-compile build`` like any other; a JSON and markdown
-    report (FLOPs, parameters, accuracy before and after fine-tuning) is written beside it.
+    report (FLOPs, parameters, accuracy before and after fine-tuning) is written beside it. The
+    calibration sets and the teacher's outputs are kept in the build cache (--cache-dir).
     """
     from .compress.prune_recipe import load_prune_recipe, run_prune
 
     recipe = load_prune_recipe(recipe_path, list(overrides))
-    result = run_prune(recipe, log=lambda message: click.echo(message, err=True))
+    result = run_prune(recipe, log=lambda message: click.echo(message, err=True), cache_dir=cache_dir)
     if as_json:
         click.echo(json.dumps(result.report, indent=2))
     click.echo(str(result.path))

@@ -9,9 +9,22 @@ cases. Losses, all against the teacher's output for the same crop:
 - optionally feature matching: L1 between the decoder's stage outputs (their widths are not pruned).
 
 CPU by default, CUDA when present (``device: auto``), there with autocast mixed precision (bf16, or
-fp16 with a gradient scaler); the NSF sine source and the losses stay fp32. Deterministic on CPU for a
-given seed: every random draw comes from one seeded generator whose state is saved with the student,
-the optimizer and the step in ``distill-state.pt``, so an interrupted run resumes exactly.
+fp16 with a gradient scaler); the NSF sine source and the losses stay fp32. Mixed precision on a CPU
+only where it runs natively (AVX-512 BF16 or AMX); elsewhere it is refused with the reason.
+Deterministic for a given seed: step s draws its crops and noise from a generator seeded by
+(seed, s) alone, so a step's batch, and the teacher's output for it, are known without replaying the
+steps before it. The student, the optimizer and the step are saved in ``distill-state.pt``, so an
+interrupted run resumes exactly.
+
+The step, and what makes it fast without changing its maths (docs/TRAINING.md has the measurements):
+- the teacher's outputs (``TeacherTargets``) are computed in inference mode, in chunks of steps, and
+  kept in the build cache keyed by the teacher's weights, the data, the step seeds and the settings
+  that shape a batch: a resumed run and every run of a prune-ratio sweep read them back instead of
+  running the teacher again (the loss curve is bit-identical with and without the cache);
+- when everything before the decoder is the teacher's own (the encoder, flow and speaker embedding
+  neither pruned nor trained), the student starts from the teacher's decoder input instead of
+  recomputing it (``reuse_prefix``);
+- a fused Adam, and one host sync per log line instead of one per step.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import json
 import math
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
@@ -34,7 +48,7 @@ from ..components.synthesizer.spec import ModelSpec
 
 STATE_FILE = "distill-state.pt"
 STATE_FORMAT = "rvc-compile-distill-state"
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2  # 2: per-step seeds (no generator state)
 MEL_DYNAMIC_RANGE_DB = 80.0
 HELD_OUT_NOISE_SEED = 1000  # held-out case i is run with noise seed:(1000 + i), for teacher and student alike
 
@@ -59,6 +73,10 @@ class DistillConfig:
     log_every: int = 10
     save_every: int = 100  # resumable state every N steps (and at the end)
     resume: bool = True  # continue from the state in the work folder if it belongs to this same run
+    # Speed-ups that keep the maths (each can be turned off; `rvc-compile train-bench` measures them).
+    teacher_cache: bool = True  # the teacher's outputs in the build cache, reused on resume and across runs
+    reuse_prefix: bool = True  # the student starts from the teacher's decoder input where everything before it is the teacher's
+    fused_optimizer: bool = True  # torch's fused Adam (one kernel over all parameters)
 
     def check(self, where: str = "distillation") -> None:
         """The one validation of these settings (``distill`` and the prune recipe use it); RecipeError
@@ -186,8 +204,27 @@ def resolve_device(config: DistillConfig) -> tuple[Any, Any]:
     precision = config.precision
     if precision == "auto":
         precision = "fp32" if device.type == "cpu" else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    if device.type == "cpu" and precision != "fp32":
+        refuse_emulated_precision(precision)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     return device, dtype
+
+
+def refuse_emulated_precision(precision: str) -> None:
+    """Mixed precision on a CPU only where its kernels run natively; RecipeError with the reason otherwise."""
+    from ..machine import machine_isa
+
+    isa = machine_isa()
+    if precision == "fp16":
+        raise RecipeError(
+            "distillation.precision: fp16 training on a CPU has no native kernels in torch (fp16 autocast on CPU "
+            "is emulated); use fp32, or bf16 on a CPU with AVX-512 BF16 or AMX"
+        )
+    if precision == "bf16" and not isa.native_bf16:
+        raise RecipeError(
+            f"distillation.precision: bf16 on this CPU ({isa.name}: no AVX-512 BF16 or AMX) is emulated: an RVC "
+            "training step measured 12x slower under bf16 autocast on such a CPU; use fp32"
+        )
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -211,6 +248,14 @@ def _case_tensors(cases: list[Mapping[str, np.ndarray]], spec: ModelSpec, segmen
     return out
 
 
+def step_generator(seed: int, step: int) -> Any:
+    """The CPU generator of step ``step``'s draws: seeded by (seed, step) alone."""
+    import torch
+
+    digest = hashlib.sha256(f"rvc-compile-distill:{seed}:{step}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
 def _sample_batch(cases: list[dict[str, Any]], spec: ModelSpec, config: DistillConfig, generator: Any) -> dict[str, Any]:
     """Random crops and noise draws, all from ``generator`` (CPU), so they do not depend on the device."""
     import torch
@@ -227,25 +272,217 @@ def _sample_batch(cases: list[dict[str, Any]], spec: ModelSpec, config: DistillC
     batch = {
         "features": torch.stack(features),
         "f0": torch.stack(f0) if spec.f0 else None,
-        "speaker": torch.tensor([config.speaker], dtype=torch.long),
+        "speaker": torch.full((config.batch,), config.speaker, dtype=torch.long),
         "prior_noise": torch.randn((config.batch, spec.inter_channels, frames), generator=generator),
         "source_noise": torch.randn((config.batch, frames * spec.hop_length), generator=generator) if spec.f0 else None,
     }
     return batch
 
 
+# -- the teacher's outputs -----------------------------------------------------------------------
+
+TEACHER_STAGE = "distill-teacher"
+TEACHER_FILE = "targets.npz"
+TEACHER_FORMAT = 1
+TEACHER_CHUNK_STEPS = 50  # steps per cache entry: a resumed run recomputes at most one chunk
+PREFIX_MODULES = ("enc_p.", "flow.", "emb_g.")  # everything the decoder's input depends on
+
+
+class TeacherTargets:
+    """The teacher's output audio for each step's batch (and its decoder input ``z`` when the student
+    reuses it), computed in inference mode a chunk of ``TEACHER_CHUNK_STEPS`` steps at a time.
+
+    With a ``store`` each chunk is a build-cache entry (stage ``distill-teacher``) keyed by the teacher's
+    spec and weights, the training data's content, the seed, the chunk and every setting that shapes a
+    batch (crop length, batch size, speaker), the device and torch's version; an entry whose content
+    does not match (another teacher's, a damaged file) is discarded with a log line and recomputed.
+    Without a store the chunk lives in memory only. Either way the numbers are the same: each step's
+    targets come from the same call on the same batch.
+    """
+
+    def __init__(self, teacher: Any, teacher_spec: ModelSpec, teacher_sha: str, data: list[dict[str, Any]], data_sha: str,
+                 config: DistillConfig, device: Any, autocast: Callable[[], Any], precision: str, keep_z: bool,
+                 store: Any = None, log: Callable[[str], None] = _stderr):
+        self.teacher, self.spec, self.teacher_sha, self.data, self.data_sha = teacher, teacher_spec, teacher_sha, data, data_sha
+        self.config, self.device, self.autocast, self.keep_z, self.store, self.log = config, device, autocast, keep_z, store, log
+        self.precision = precision
+        self.chunk_index: int | None = None
+        self.chunk: dict[str, np.ndarray] = {}
+        self.hits = self.misses = 0
+        self.compute_s = 0.0
+        self._z: list[Any] = []
+        self._hook = teacher.dec.register_forward_pre_hook(lambda module, args: self._z.append(args[0])) if keep_z else None
+
+    def close(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def batch(self, step: int) -> dict[str, Any]:
+        """Step ``step``'s batch on the CPU: crops and noise from ``step_generator(seed, step)``."""
+        return _sample_batch(self.data, self.spec, self.config, step_generator(self.config.seed, step))
+
+    def get(self, step: int) -> tuple[Any, Any]:
+        """(target audio [B, samples], the teacher's decoder input [B, inter, frames] or None) on the device."""
+        import torch
+
+        index = step // TEACHER_CHUNK_STEPS
+        if index != self.chunk_index:
+            self.chunk, self.chunk_index = self._load(index), index
+        audio = torch.from_numpy(self.chunk[f"step{step}.audio"]).to(self.device)
+        z = torch.from_numpy(self.chunk[f"step{step}.z"]).to(self.device) if self.keep_z else None
+        return audio, z
+
+    def _compute(self, index: int) -> dict[str, np.ndarray]:
+        import torch
+
+        started = time.perf_counter()
+        arrays = {}
+        first = index * TEACHER_CHUNK_STEPS
+        for step in range(first, min(first + TEACHER_CHUNK_STEPS, self.config.steps)):
+            batch = {k: (v.to(self.device) if v is not None else None) for k, v in self.batch(step).items()}
+            self._z.clear()
+            with torch.inference_mode():
+                arrays[f"step{step}.audio"] = _synthesize(self.teacher, batch, self.autocast).cpu().numpy()
+            if self.keep_z:
+                arrays[f"step{step}.z"] = self._z[0].float().cpu().numpy()
+                self._z.clear()
+        seconds = time.perf_counter() - started
+        self.compute_s += seconds
+        self.log(f"distill: the teacher's outputs for steps {first + 1}-{first + len(arrays) // (2 if self.keep_z else 1)} took {seconds:.1f} s"
+                 + (" (kept in the build cache)" if self.store is not None else ""))
+        return arrays
+
+    def key(self, index: int) -> Any:
+        import torch
+
+        from ..cache.store import cpu_device, stage_key
+
+        device = cpu_device() if self.device.type == "cpu" else {"kind": "cuda", "name": torch.cuda.get_device_name(self.device)}
+        config = self.config
+        params = {
+            "format": TEACHER_FORMAT, "teacher_spec": self.spec.to_dict(), "chunk": index, "chunk_steps": TEACHER_CHUNK_STEPS,
+            "steps": min(TEACHER_CHUNK_STEPS, config.steps - index * TEACHER_CHUNK_STEPS), "seed": config.seed,
+            "segment_frames": config.segment_frames, "batch": config.batch, "speaker": config.speaker, "z": self.keep_z,
+            "precision": self.precision,
+        }
+        return stage_key(TEACHER_STAGE, inputs={"teacher": self.teacher_sha, "data": self.data_sha}, params=params,
+                         libraries={"torch": torch.__version__}, device=device)
+
+    def _check(self, arrays: Mapping[str, np.ndarray], index: int) -> str | None:
+        first = index * TEACHER_CHUNK_STEPS
+        samples = self.config.segment_frames * self.spec.hop_length
+        for step in range(first, min(first + TEACHER_CHUNK_STEPS, self.config.steps)):
+            audio = arrays.get(f"step{step}.audio")
+            if audio is None or audio.dtype != np.float32 or audio.shape != (self.config.batch, samples) or not np.isfinite(audio).all():
+                return f"step {step}'s target audio is missing or not [{self.config.batch}, {samples}] finite float32"
+            if self.keep_z:
+                z = arrays.get(f"step{step}.z")
+                if z is None or z.shape != (self.config.batch, self.spec.inter_channels, self.config.segment_frames):
+                    return f"step {step}'s decoder input is missing or of another shape"
+        return None
+
+    def _load(self, index: int) -> dict[str, np.ndarray]:
+        if self.store is None:
+            self.misses += 1
+            return self._compute(index)
+        made: list[dict[str, np.ndarray]] = []
+        read: list[dict[str, np.ndarray]] = []
+
+        def produce(folder: Path) -> dict[str, Any]:
+            arrays = self._compute(index)
+            with open(folder / TEACHER_FILE, "wb") as handle:
+                np.savez(handle, teacher=np.array(self.teacher_sha), **arrays)
+            made.append(arrays)
+            return {"teacher": self.teacher_sha, "steps": len([k for k in arrays if k.endswith(".audio")])}
+
+        def check(entry: Any) -> str | None:
+            try:
+                with np.load(entry.file(TEACHER_FILE), allow_pickle=False) as data:
+                    arrays = {name: data[name] for name in data.files}
+            except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+                return f"{TEACHER_FILE} unreadable ({type(exc).__name__})"
+            if str(arrays.pop("teacher", "")) != self.teacher_sha:
+                return f"{TEACHER_FILE} holds another teacher's outputs"
+            problem = self._check(arrays, index)
+            if problem is None:
+                read.append(arrays)
+            return problem
+
+        entry, hit = self.store.get_or_create(self.key(index), produce, check=check)
+        entry.release()
+        for discarded, reason in self.store.discarded:
+            self.log(f"teacher cache entry {discarded[:12]} ({self.store.entry_dir(discarded)}) failed its check ({reason}); deleted, recomputing")
+        self.store.discarded.clear()
+        if hit:
+            self.hits += 1
+            return read[-1]
+        self.misses += 1
+        return made[-1]
+
+
+def shares_prefix(teacher: Any, student: Any, trained: list[str]) -> bool:
+    """Whether the student's decoder input is the teacher's: every weight before the decoder equal, none trained."""
+    import torch
+
+    if teacher.spec.skip_frames or student.spec.skip_frames:
+        return False
+    if any(prefix.startswith(PREFIX_MODULES) for prefix in trained):
+        return False
+    teacher_state, student_state = teacher.state_dict(), student.state_dict()
+    names = [name for name in teacher_state if name.startswith(PREFIX_MODULES)]
+    if sorted(names) != sorted(name for name in student_state if name.startswith(PREFIX_MODULES)):
+        return False
+    return all(teacher_state[n].shape == student_state[n].shape and torch.equal(teacher_state[n], student_state[n]) for n in names)
+
+
+def _decode(model: Any, batch: Mapping[str, Any], z: Any, autocast: Any) -> Any:
+    """Audio [B, samples] from the decoder input ``z`` (the rest of ``_synthesize``)."""
+    g = model.speaker_embedding(batch["speaker"])
+    source = model.dec.m_source(batch["f0"], batch["source_noise"]) if model.spec.f0 else None
+    with autocast():
+        audio = model.dec(z, g, source).squeeze(1)
+    return audio.float()
+
+
+def _peak_memory_mb(device: Any) -> float:
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 # -- the run -------------------------------------------------------------------------------------
+
+PART_NAMES = ("targets", "student_forward", "loss", "backward", "optimizer")  # the parts of a step that are timed
+
 
 def run_fingerprint(teacher_spec: ModelSpec, student_spec: ModelSpec, student_state: Mapping[str, Any], cases: list[Mapping[str, np.ndarray]], config: DistillConfig) -> str:
     """What a saved state must match to be resumed: the models, the data and every setting that changes the result."""
     digest = hashlib.sha256()
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("log_every", "save_every", "resume", "threads", "device")}
+    not_maths = ("log_every", "save_every", "resume", "threads", "device", "teacher_cache", "reuse_prefix")
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in not_maths}
     digest.update(json.dumps({"teacher": teacher_spec.to_dict(), "student": student_spec.to_dict(), "config": settings}, sort_keys=True).encode())
     digest.update(state_dict_sha256(student_state).encode())
     for case in cases:
         for name in ("features", "f0"):
             if case.get(name) is not None:
                 digest.update(np.ascontiguousarray(case[name], dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def data_sha256(cases: list[Mapping[str, np.ndarray]]) -> str:
+    """The training data's identity in the teacher cache's key."""
+    digest = hashlib.sha256()
+    for case in cases:
+        for name in ("features", "f0"):
+            if case.get(name) is not None:
+                array = np.ascontiguousarray(case[name], dtype=np.float32)
+                digest.update(f"{name}{list(array.shape)}".encode())
+                digest.update(array.tobytes())
     return digest.hexdigest()
 
 
@@ -290,10 +527,13 @@ def distill(
     *,
     log: Callable[[str], None] = _stderr,
     stop_after: int | None = None,
+    cache_dir: Path | None = None,
 ) -> DistillResult:
     """Fine-tune the student towards the teacher on crops of ``cases``; state in ``work_dir``.
 
     ``stop_after``: run at most this many steps now (the state is saved, a later call resumes).
+    ``cache_dir``: the build cache that keeps the teacher's outputs (``config.teacher_cache``); None
+    keeps them in memory only.
     """
     import torch
 
@@ -303,6 +543,7 @@ def distill(
     if config.speaker >= teacher_spec.n_speakers:
         raise RecipeError(f"distillation.speaker: {config.speaker} out of range (the model has {teacher_spec.n_speakers} speakers)")
     device, amp_dtype = resolve_device(config)
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
     if device.type == "cpu":
         torch.set_num_threads(config.threads)
     autocast = _autocast_factory(device, amp_dtype)
@@ -317,11 +558,23 @@ def distill(
         raise RecipeError("distillation: the student has no pruned layers to fine-tune (every pruning ratio is 0)")
     for parameter in parameters:
         parameter.requires_grad_(True)
-    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, betas=(0.8, 0.99))
+    fused = config.fused_optimizer and (device.type in ("cpu", "cuda"))
+    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, betas=(0.8, 0.99), **({"fused": True} if fused else {}))
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    generator = torch.Generator().manual_seed(config.seed)
     losses = SpectralLosses(student_spec.sampling_rate, device)
     taps = (_StageTaps(teacher), _StageTaps(student)) if config.feature_weight > 0 else None
+    reuse_prefix = config.reuse_prefix and shares_prefix(teacher, student, trained)
+    store = None
+    if config.teacher_cache and cache_dir is not None and taps is None:
+        from ..cache.store import Store
+
+        store = Store(Path(cache_dir))
+    elif config.teacher_cache and taps is not None and cache_dir is not None:
+        log("distill: feature matching needs the teacher's stage outputs every step; the teacher runs live (no teacher cache)")
+    targets = TeacherTargets(
+        teacher, teacher_spec, state_dict_sha256(teacher_state), data, data_sha256(list(cases)), config, device, autocast, precision,
+        keep_z=reuse_prefix, store=store, log=log,
+    ) if taps is None else None
 
     work_dir = Path(work_dir)
     state_path = work_dir / STATE_FILE
@@ -334,7 +587,6 @@ def distill(
         optimizer.load_state_dict(saved["optimizer"])
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
-        generator.set_state(saved["data_rng"])
         torch.set_rng_state(saved["torch_rng"])
         step, history, wall_before = int(saved["step"]), list(saved["history"]), float(saved["wall_s"])
         log(f"distill: resuming at step {step}/{config.steps} from {state_path}")
@@ -345,7 +597,7 @@ def distill(
             "format": STATE_FORMAT, "format_version": STATE_FORMAT_VERSION, "fingerprint": fingerprint, "step": step,
             "student": {k: v.detach().cpu() for k, v in student.state_dict().items()},
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-            "data_rng": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "torch_rng": torch.get_rng_state(),
             "history": history, "wall_s": wall_before + (time.perf_counter() - started),
         }
         tmp = state_path.with_name(state_path.name + ".tmp")
@@ -354,63 +606,102 @@ def distill(
 
     started = time.perf_counter()
     session_start_step = step
-    window: list[dict[str, float]] = []
+    window: list[dict[str, Any]] = []
+    parts = {name: 0.0 for name in PART_NAMES}
     end = config.steps if stop_after is None else min(config.steps, step + stop_after)
+    weights = {"mel_db": config.mel_weight, "mrstft": config.stft_weight, "feature": config.feature_weight}
     teacher.eval()
     student.eval()  # no dropout or batch norm in the inference graph: eval and train modes compute the same
-    while step < end:
-        batch = {k: (v.to(device) if v is not None else None) for k, v in _sample_batch(data, student_spec, config, generator).items()}
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(step, config)
-        with torch.no_grad():
-            target = _synthesize(teacher, batch, autocast)
-            target_features = taps[0].take() if taps else []
-        output = _synthesize(student, batch, autocast)
-        terms = {}
-        if config.mel_weight > 0:
-            terms["mel_db"] = losses.log_mel_l1_db(target, output)
-        if config.stft_weight > 0:
-            terms["mrstft"] = losses.mrstft(target, output)
-        if taps:
-            student_features = taps[1].take()
-            terms["feature"] = sum((s.float() - t.float()).abs().mean() for s, t in zip(student_features, target_features)) / len(student_features)
-        weights = {"mel_db": config.mel_weight, "mrstft": config.stft_weight, "feature": config.feature_weight}
-        loss = sum(weights[name] * value for name, value in terms.items())
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        step += 1
-        window.append({"loss": float(loss.detach()), **{name: float(value.detach()) for name, value in terms.items()}})
-        if step % config.log_every == 0 or step == end:
-            mean = {name: float(np.mean([w[name] for w in window])) for name in window[0]}
-            history.append({"step": step, **{name: round(value, 5) for name, value in mean.items()}})
-            window = []
-            elapsed = time.perf_counter() - started
-            rate = (step - session_start_step) / max(elapsed, 1e-9)
-            parts = "  ".join(f"{name} {value:.4g}" for name, value in mean.items())
-            log(f"distill step {step}/{config.steps}  {parts}  {rate:.2f} steps/s  ETA {_format_seconds((config.steps - step) / max(rate, 1e-9))}")
-        if step % config.save_every == 0 or step == end:
-            save()
+    try:
+        while step < end:
+            t0 = time.perf_counter()
+            if targets is not None:
+                target, z = targets.get(step)
+                batch = {k: (v.to(device) if v is not None else None) for k, v in targets.batch(step).items()}
+                target_features: list[Any] = []
+            else:  # feature matching: the teacher runs live, with its stage taps
+                batch = {k: (v.to(device) if v is not None else None) for k, v in _sample_batch(data, teacher_spec, config, step_generator(config.seed, step)).items()}
+                with torch.inference_mode():
+                    target = _synthesize(teacher, batch, autocast)
+                    target_features = [t.clone() for t in taps[0].take()]
+                z = None
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(step, config)
+            t1 = time.perf_counter()
+            output = _decode(student, batch, z, autocast) if z is not None else _synthesize(student, batch, autocast)
+            t2 = time.perf_counter()
+            terms = {}
+            if config.mel_weight > 0:
+                terms["mel_db"] = losses.log_mel_l1_db(target, output)
+            if config.stft_weight > 0:
+                terms["mrstft"] = losses.mrstft(target, output)
+            if taps:
+                student_features = taps[1].take()
+                terms["feature"] = sum((s.float() - t.float()).abs().mean() for s, t in zip(student_features, target_features)) / len(student_features)
+            loss = sum(weights[name] * value for name, value in terms.items())
+            t3 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+            else:
+                loss.backward()
+            t4 = time.perf_counter()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            t5 = time.perf_counter()
+            for name, seconds in zip(PART_NAMES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+                parts[name] += seconds
+            step += 1
+            # Kept on the device: one host sync per log line, not per step.
+            window.append({"loss": loss.detach(), **{name: value.detach() for name, value in terms.items()}})
+            if step % config.log_every == 0 or step == end:
+                names = list(window[0])
+                means = torch.stack([torch.stack([w[name].float() for w in window]).mean() for name in names]).tolist()
+                mean = dict(zip(names, means))
+                history.append({"step": step, **{name: round(value, 5) for name, value in mean.items()}})
+                window = []
+                elapsed = time.perf_counter() - started
+                rate = (step - session_start_step) / max(elapsed, 1e-9)
+                text = "  ".join(f"{name} {value:.4g}" for name, value in mean.items())
+                log(f"distill step {step}/{config.steps}  {text}  {rate:.2f} steps/s  ETA {_format_seconds((config.steps - step) / max(rate, 1e-9))}")
+            if step % config.save_every == 0 or step == end:
+                save()
+    finally:
+        if targets is not None:
+            targets.close()
+        for handles in (taps or ()):
+            for handle in handles.handles:
+                handle.remove()
 
     wall = wall_before + (time.perf_counter() - started)
-    for handles in (taps or ()):
-        for handle in handles.handles:
-            handle.remove()
+    session_steps = step - session_start_step
+    session_s = time.perf_counter() - started
     record = {
         "steps": step,
         "steps_planned": config.steps,
         "wall_s": round(wall, 1),
         "device": str(device),
-        "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype],
+        "precision": precision,
         "threads": config.threads if device.type == "cpu" else None,
         "trained": trained,
         "training_cases": len(data),
         "config": dataclasses.asdict(config),
+        "speed": {
+            "steps_this_run": session_steps,
+            "steps_per_s": round(session_steps / session_s, 4) if session_steps else None,
+            # Host time per step of each part; on CUDA the parts are asynchronous and only the total is exact.
+            "ms_per_step": {name: round(1000 * seconds / session_steps, 2) for name, seconds in parts.items()} if session_steps else None,
+            "peak_memory_mb": round(_peak_memory_mb(device), 1),
+            "reuse_prefix": reuse_prefix,
+            "fused_optimizer": fused,
+            "teacher_cache": None if targets is None else {
+                "store": str(cache_dir) if store is not None else None, "chunks_read": targets.hits, "chunks_computed": targets.misses,
+                "teacher_s": round(targets.compute_s, 2),
+            },
+        },
         "loss_first": history[0] if history else None,
         "loss_last": history[-1] if history else None,
         "history": history,

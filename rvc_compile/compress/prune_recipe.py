@@ -22,10 +22,7 @@ from ..errors import CheckpointError, RecipeError
 from ..passes.prune import PruningParams
 from ..artifact.manifest import NAME_RULE, is_valid_name
 from ..hashing import is_sha256_hex
-from ..recipe.schema import _dataclass_schema, _Located, read_recipe_file
-
-# Seeds of the generated held-out cases start here: far from the training cases' seeds.
-HELD_OUT_SEED_OFFSET = 10_000
+from ..recipe.schema import Calibration, _dataclass_schema, _Located, _validate_calibration, read_recipe_file
 
 
 # -- the schema ----------------------------------------------------------------------------------
@@ -41,19 +38,23 @@ class PruneSource:
 
 
 @dataclass
-class PruneCalibration:
-    """Inputs for activation importance and distillation, and held-out inputs for the accuracy figures.
+class PruneCalibration(Calibration):
+    """Training inputs for importance and distillation, and held-out inputs for the accuracy figures,
+    from any source a build's calibration takes (``precision/calibration.py``, docs/CALIBRATION.md):
 
-    ``generated``: real RVC content features tiled with a seeded perturbation and a synthetic pitch
-    contour (``rvc_compile.artifact.golden.example_case``); held-out cases use other seeds than training cases.
+    - ``rvc-logs``: the voice's RVC training folder (``logs/NAME/``: ``3_feature768/`` + ``2b-f0nsf/``),
+      the data the voice was trained on: what distillation should use;
+    - ``npz``: a folder of ``.npz`` files with ``features`` and ``f0``;
+    - ``generated``: synthesized cases (tests and demos).
+    ``held_out`` files (spread over the sorted list) are kept out of training and measure the result;
+    generated held-out cases use seeds 10000 above ``seed``.
     """
 
-    source: Literal["generated"] = "generated"
+    source: Literal["none", "generated", "npz", "rvc-logs"] = "generated"
     count: int = 8
     seconds: float = 4.0
     held_out: int = 2
     held_out_seconds: float = 2.0
-    seed: int = 0
 
 
 @dataclass
@@ -101,10 +102,13 @@ def _validate(recipe: PruneRecipe, located: _Located) -> None:
         raise located.error(tuple(exc.key.split(".")), exc.problem) from None
     distillation = recipe.distillation
     calibration = recipe.calibration
-    if calibration.count < 1 or calibration.held_out < 1:
-        raise located.error(("calibration",), "count and held_out must be at least 1")
-    if calibration.seconds <= 0 or calibration.held_out_seconds <= 0:
-        raise located.error(("calibration",), "seconds and held_out_seconds must be positive")
+    if calibration.source == "none":
+        raise located.error(("calibration", "source"), "pruning and distillation need inputs: set rvc-logs (the voice's training folder), npz or generated")
+    _validate_calibration(calibration, located)
+    if calibration.held_out < 1:
+        raise located.error(("calibration", "held_out"), "must be at least 1")
+    if calibration.held_out_seconds <= 0:
+        raise located.error(("calibration", "held_out_seconds"), "must be positive")
     if distillation.steps > 0 and calibration.seconds * 100 < distillation.segment_frames:
         raise located.error(("calibration", "seconds"), f"{calibration.seconds} s is shorter than distillation.segment_frames ({distillation.segment_frames} frames at 100 per second)")
     if recipe.output.checkpoint.suffix != ".pth":
@@ -133,27 +137,26 @@ class PruneRunResult:
     report: dict[str, Any]
 
 
-def generated_cases(feature_dim: int, count: int, seconds: float, seed: int) -> list[dict[str, Any]]:
-    """``count`` example cases of ``seconds`` each: {"features": [T, C], "f0": [T]} (stand-in until calibration.py)."""
-    from ..components.synthesizer.examples import example_case
-
-    frames = max(2, int(round(seconds * 100)))
-    return [example_case(feature_dim, frames, seed=seed + i) for i in range(count)]
-
-
 def _summary(measured: dict[str, Any] | None) -> dict[str, Any] | None:
     if measured is None:
         return None
     return {key: (round(value, 4) if isinstance(value, float) else value) for key, value in measured.items()}
 
 
-def run_prune(recipe: PruneRecipe, *, log: Callable[[str], None] = print) -> PruneRunResult:
-    """Prune and fine-tune ``recipe.source``; write the pruned checkpoint and its report; nothing on failure."""
+def run_prune(recipe: PruneRecipe, *, log: Callable[[str], None] = print, cache_dir: Path | None = None) -> PruneRunResult:
+    """Prune and fine-tune ``recipe.source``; write the pruned checkpoint and its report; nothing on failure.
+
+    ``cache_dir``: the build cache (None: ``$RVC_COMPILE_CACHE`` or the user cache folder); it holds
+    the calibration sets and the teacher's outputs (``distillation.teacher_cache``).
+    """
     import torch
+
+    from ..cache.store import resolve_cache_dir
+    from ..precision.calibration import load_calibration_split
 
     from .. import __version__
     from ..components.synthesizer.checkpoint import load_checkpoint, save_pruned_checkpoint
-    from .distill import HeldOut, distill
+    from .distill import HeldOut, distill, resolve_device
     from ..machine import cpu_info
     from .prune import prune_model, summary_line
 
@@ -165,13 +168,26 @@ def run_prune(recipe: PruneRecipe, *, log: Callable[[str], None] = print) -> Pru
     spec = checkpoint.spec
     if recipe.distillation.speaker >= spec.n_speakers:
         raise RecipeError(f"{recipe.recipe_path}: distillation.speaker {recipe.distillation.speaker} out of range (the model has {spec.n_speakers} speakers)")
-    log(f"loaded {checkpoint.path.name}: {spec.version} {spec.sample_rate_tag} f0={int(spec.f0)} ({checkpoint.layout})")
+    if recipe.distillation.steps > 0:
+        resolve_device(recipe.distillation)  # an unavailable device or emulated precision fails before any work
+    cache_dir = resolve_cache_dir(cache_dir)
     torch.set_num_threads(recipe.distillation.threads)
 
     calibration = recipe.calibration
-    cases = generated_cases(spec.feature_dim, calibration.count, calibration.seconds, calibration.seed)
-    held_out_cases = generated_cases(spec.feature_dim, calibration.held_out, calibration.held_out_seconds, calibration.seed + HELD_OUT_SEED_OFFSET)
+    training, held_out_set = load_calibration_split(
+        calibration, spec, calibration.held_out, calibration.held_out_seconds, cache_dir=cache_dir, log=log,
+    )
+    cases, held_out_cases = training.cases, held_out_set.cases
+    if recipe.distillation.steps > 0:
+        short = [name for name, case in zip(training.names, cases) if case["features"].shape[0] < recipe.distillation.segment_frames]
+        if short:
+            raise RecipeError(
+                f"{recipe.recipe_path}: {len(short)} training case(s) are shorter than distillation.segment_frames "
+                f"({recipe.distillation.segment_frames} frames), e.g. {short[0]}; lower segment_frames or leave those files out"
+            )
 
+    log(f"loaded {checkpoint.path.name}: {spec.version} {spec.sample_rate_tag} f0={int(spec.f0)} ({checkpoint.layout})")
+    log(f"training on {training.source}; held out: {held_out_set.source}")
     pruning = recipe.pruning
     result = prune_model(
         spec, checkpoint.state_dict, ratios=pruning.ratios(), importance=pruning.importance, cases=cases, round_to=pruning.round_to,
@@ -186,6 +202,7 @@ def run_prune(recipe: PruneRecipe, *, log: Callable[[str], None] = print) -> Pru
     if recipe.distillation.steps > 0:
         distilled = distill(
             spec, checkpoint.state_dict, result.spec, result.state_dict, cases, recipe.distillation, recipe.work_dir, log=log,
+            cache_dir=cache_dir,
         )
         student_state = distilled.state_dict
     # Measure what is stored: the weights rounded to the checkpoint's dtype.
@@ -195,7 +212,8 @@ def run_prune(recipe: PruneRecipe, *, log: Callable[[str], None] = print) -> Pru
         log(f"held-out log-mel distance to the original after fine-tuning: {after_fine_tuning['log_mel_db']:.3f} dB")
 
     held_out_description = {
-        "cases": calibration.held_out, "seconds": calibration.held_out_seconds, "source": calibration.source,
+        "cases": len(held_out_cases), "seconds": calibration.held_out_seconds, "source": calibration.source,
+        "set": held_out_set.source, "sha256": held_out_set.sha256, "training_set": training.source,
         "noise": f"seed:{HELD_OUT_NOISE_SEED}+i (same draws for original and pruned)", "speaker": recipe.distillation.speaker,
     }
     pruning_record = {

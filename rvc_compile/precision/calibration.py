@@ -17,6 +17,9 @@ the cases come from:
   calibrated on them is for trying the pipeline out, never for release. Use rvc-logs or npz for that.
 
 Every source gives at most ``count`` cases of at most ``seconds`` each, chosen deterministically.
+With ``held_out`` (distillation, ``rvc-compile prune``), ``load_calibration_split`` gives two sets from
+one source: a file source keeps ``held_out`` files, spread over the sorted list, for evaluation only and
+trains on the others; the generator draws held-out cases from seeds ``HELD_OUT_SEED_OFFSET`` apart.
 Problems are one-line ``CalibrationError``s naming the file, folder or recipe key (exit 2). With a
 cache folder, the finished set is an entry of the build cache (``cache.store.Store``, stage
 ``calibration``: one ``calibration.npz``), whose key hashes everything the set depends on: the source
@@ -61,6 +64,7 @@ MIN_VOICED_FRACTION = 0.2  # below this a speech clip gives too little pitch to 
 CACHE_FORMAT = 1  # the layout of calibration.npz; part of the key
 CACHE_STAGE = "calibration"
 CACHE_FILE = "calibration.npz"
+HELD_OUT_SEED_OFFSET = 10_000  # generated held-out cases: seeds this far from the training cases'
 
 PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
 # The bundled speech clips (sources and licences in calibration/data/README.md). LJ001-0006.wav in
@@ -302,6 +306,22 @@ def _select(names: list[str], count: int) -> list[str]:
     return [names[i] for i in np.linspace(0, len(names) - 1, count).round().astype(int)]
 
 
+def _split(names: list[str], split: tuple[str, int] | None, where: Path, what: str) -> list[str]:
+    """The names of one part of a held-out split: ``split`` is ("train" | "held_out", how many are held out)."""
+    if split is None:
+        return names
+    part, held = split
+    if len(names) <= held:
+        raise CalibrationError(
+            f"{where}: {len(names)} {what}; holding {held} out for evaluation (calibration.held_out) leaves none to train on"
+        )
+    held_names = _select(names, held)
+    if part == "held_out":
+        return held_names
+    held_set = set(held_names)
+    return [name for name in names if name not in held_set]
+
+
 # -- sources -------------------------------------------------------------------------------------
 
 @dataclass
@@ -316,11 +336,18 @@ class _Plan:
     libraries: tuple[str, ...] = ()
 
 
+def _split_text(split: tuple[str, int] | None) -> str:
+    if split is None:
+        return ""
+    part, held = split
+    return " (held out for evaluation)" if part == "held_out" else f" ({held} more held out for evaluation)"
+
+
 def _max_frames(config: "Calibration") -> int:
     return max(1, int(round(config.seconds * FRAMES_PER_SECOND)))
 
 
-def _plan_rvc_logs(config: "Calibration", spec: "ModelSpec") -> _Plan:
+def _plan_rvc_logs(config: "Calibration", spec: "ModelSpec", split: tuple[str, int] | None = None) -> _Plan:
     folder = Path(config.path)
     if not folder.is_dir():
         raise CalibrationError(f"{folder}: no such RVC experiment folder (calibration.path)")
@@ -348,6 +375,8 @@ def _plan_rvc_logs(config: "Calibration", spec: "ModelSpec") -> _Plan:
         stems = [stem for stem in stems if (f0_dir / f"{stem}.wav.npy").is_file()]
         if not stems:
             raise CalibrationError(f"{f0_dir}: no pitch file NAME.wav.npy matches a feature file NAME.npy in {feature_dir.name}/; the calibration set is empty")
+    available = len(stems)
+    stems = _split(stems, split, folder, "utterances")
     chosen = _select(stems, config.count)
     inputs = [(f"{feature_dir.name}/{stem}.npy", feature_dir / f"{stem}.npy") for stem in chosen]
     if spec.f0:
@@ -370,20 +399,22 @@ def _plan_rvc_logs(config: "Calibration", spec: "ModelSpec") -> _Plan:
     parts = f"{feature_dir.name}/" + (" + 2b-f0nsf/" if spec.f0 else "")
     return _Plan(
         kind="rvc-logs",
-        params={"count": config.count, "seconds": config.seconds, "available": len(stems)},
+        params={"count": config.count, "seconds": config.seconds, "available": available, "split": split},
         inputs=inputs,
-        description=f"rvc-logs {folder} ({parts}): {len(chosen)} of {len(stems)} utterances, at most {config.seconds:g} s each",
+        description=f"rvc-logs {folder} ({parts}): {len(chosen)} of {len(stems)} utterances{_split_text(split)}, at most {config.seconds:g} s each",
         build=build,
     )
 
 
-def _plan_npz(config: "Calibration", spec: "ModelSpec") -> _Plan:
+def _plan_npz(config: "Calibration", spec: "ModelSpec", split: tuple[str, int] | None = None) -> _Plan:
     folder = Path(config.path)
     if not folder.is_dir():
         raise CalibrationError(f"{folder}: no such folder of calibration .npz files (calibration.path)")
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".npz") and p.is_file())
     if not names:
         raise CalibrationError(f"{folder}: no .npz files; the calibration set is empty")
+    available = len(names)
+    names = _split(names, split, folder, ".npz files")
     chosen = _select(names, config.count)
     max_frames = _max_frames(config)
     needed = ("features", "f0") if spec.f0 else ("features",)
@@ -408,14 +439,15 @@ def _plan_npz(config: "Calibration", spec: "ModelSpec") -> _Plan:
 
     return _Plan(
         kind="npz",
-        params={"count": config.count, "seconds": config.seconds, "available": len(names)},
+        params={"count": config.count, "seconds": config.seconds, "available": available, "split": split},
         inputs=[(name, folder / name) for name in chosen],
-        description=f"npz {folder}: {len(chosen)} of {len(names)} files, at most {config.seconds:g} s each",
+        description=f"npz {folder}: {len(chosen)} of {len(names)} files{_split_text(split)}, at most {config.seconds:g} s each",
         build=build,
     )
 
 
-def _plan_generated(config: "Calibration", spec: "ModelSpec") -> _Plan:
+def _plan_generated(config: "Calibration", spec: "ModelSpec", split: tuple[str, int] | None = None) -> _Plan:
+    # A held-out split of generated cases is made by the caller with other seeds (load_calibration_split).
     feature_files = _real_feature_files(spec.feature_dim)
     uses_speech = spec.f0 and config.f0_source in ("speech", "mixed")
     uses_synthetic = spec.f0 and config.f0_source in ("synthetic", "mixed")
@@ -776,6 +808,7 @@ def load_calibration(
     *,
     cache_dir: Path | None = None,
     log: Callable[[str], None] | None = None,
+    split: tuple[str, int] | None = None,
 ) -> CalibrationSet:
     """The calibration set the recipe's ``calibration`` section describes, checked against ``spec``.
 
@@ -786,12 +819,13 @@ def load_calibration(
     is an entry of that cache (stage ``calibration``), read back after verification or built and
     stored; ``CalibrationSet.cache_hit`` says which and ``cache_path`` is its file in the entry. An
     entry that fails verification is discarded (``log`` gets one line) and rebuilt. A cache that
-    cannot be written (full disk, read-only folder) is ``CacheError``.
+    cannot be written (full disk, read-only folder) is ``CacheError``. ``split``: one part of a
+    held-out split of a file source (``load_calibration_split``).
     """
     require_calibration(config)
     if config.source not in _PLANNERS:
         raise CalibrationError(f"calibration.source {config.source!r} is not one of {', '.join(_PLANNERS)}")
-    plan = _PLANNERS[config.source](config, spec)
+    plan = _PLANNERS[config.source](config, spec, split)
     if cache_dir is None:
         return _build(plan, spec)
     from ..cache.store import Store
@@ -831,3 +865,34 @@ def _build(plan: _Plan, spec: "ModelSpec") -> CalibrationSet:
     calibration = CalibrationSet(cases, content_sha256(cases), plan.description, spec.feature_dim, spec.f0, names)
     calibration.check_matches(spec)
     return calibration
+
+
+def load_calibration_split(
+    config: "Calibration",
+    spec: "ModelSpec",
+    held_out: int,
+    held_out_seconds: float,
+    *,
+    cache_dir: Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[CalibrationSet, CalibrationSet]:
+    """(training set, held-out set) from one source, never sharing a file (or, generated, a seed).
+
+    File sources (rvc-logs, npz) hold ``held_out`` files out, spread evenly over the sorted list, and
+    draw the training set's ``count`` from the rest; held-out cases are cut to ``held_out_seconds``.
+    ``generated`` draws ``held_out`` cases from seeds ``HELD_OUT_SEED_OFFSET`` above ``seed``. Both
+    sets are cache entries like any calibration set.
+    """
+    import dataclasses
+
+    if held_out < 1:
+        raise CalibrationError(f"calibration.held_out: {held_out} must be at least 1")
+    held_config = dataclasses.replace(config, count=held_out, seconds=held_out_seconds)
+    if config.source == "generated":
+        held_config = dataclasses.replace(held_config, seed=config.seed + HELD_OUT_SEED_OFFSET)
+        train_split = held_split = None
+    else:
+        train_split, held_split = ("train", held_out), ("held_out", held_out)
+    train = load_calibration(config, spec, cache_dir=cache_dir, log=log, split=train_split)
+    held = load_calibration(held_config, spec, cache_dir=cache_dir, log=log, split=held_split)
+    return train, held
