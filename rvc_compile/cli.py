@@ -524,6 +524,33 @@ def prune(recipe_path: Path, overrides: tuple[str, ...], as_json: bool, cache_di
     click.echo(str(result.path))
 
 
+@cli.command("train-bench")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--decoder", default=0.5, show_default=True, type=click.FloatRange(0.0, 0.95), help="Fraction of the decoder's block channels pruned.")
+@click.option("--steps", default=30, show_default=True, type=click.IntRange(1), help="Timed steps per variant.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1), help="Interleaved rounds the steps are split into.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--segment-frames", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def train_bench_command(checkpoint: Path, decoder: float, steps: int, rounds: int, threads: int, segment_frames: int, batch: int, as_json: bool) -> None:
+    """Time the distillation trainer on CHECKPOINT, before and after each speed-up, in one interleaved run.
+
+    Prunes the decoder, then runs the trainer's variants (today's loop, fused Adam, decoder input
+    reused, teacher cache on a first and on a later run) for --steps steps each on generated inputs,
+    and prints steps per second, milliseconds per part of a step and whether the loss curves that
+    must be identical are.
+    """
+    from .machine import cpu_info
+    from .measure.training import markdown, run_train_bench
+
+    if steps < rounds:
+        raise click.UsageError(f"--steps {steps} cannot be split into --rounds {rounds}")
+    result = run_train_bench(checkpoint, decoder=decoder, steps=steps, rounds=rounds, threads=threads, segment_frames=segment_frames,
+                             batch=batch, log=lambda message: click.echo(message, err=True))
+    click.echo(json.dumps(result, indent=2) if as_json else markdown(result, cpu_info()))
+
+
 @cli.command("make-checkpoint")
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--version", "model_version", type=click.Choice(["v1", "v2"]), default="v2", show_default=True)

@@ -143,7 +143,7 @@ def test_the_student_reuses_the_teachers_decoder_input_only_where_it_is_exact(sm
 def test_the_record_times_each_part_of_a_step(small, pruned, tmp_path):
     result = distill(small.spec, small.state_dict, pruned.spec, pruned.state_dict, _cases(small.spec), _config(steps=3), tmp_path, log=lambda _: None)
     speed = result.record["speed"]
-    assert set(speed["ms_per_step"]) == {"targets", "student_forward", "loss", "backward", "optimizer"}
+    assert set(speed["ms_per_step"]) == {"targets", "student_forward", "discriminator", "loss", "backward", "optimizer"}
     assert all(value >= 0 for value in speed["ms_per_step"].values()) and speed["steps_per_s"] > 0
     assert speed["peak_memory_mb"] > 0 and speed["fused_optimizer"]
 
@@ -248,3 +248,90 @@ def test_prune_calibration_keys_are_checked_like_a_builds(small, tmp_path, calib
 
     with pytest.raises(RecipeError, match=fragment):
         load_prune_recipe(_prune_recipe(tmp_path, small.path, calibration))
+
+
+def test_train_bench_times_every_variant_and_checks_the_loss_curves(small):
+    from rvc_compile.measure.training import VARIANTS, markdown, train_bench
+
+    pruned = prune_model(small.spec, small.state_dict, ratios={"decoder": 0.5}, round_to=1, measure=False)
+    result = train_bench(small.spec, small.state_dict, pruned.spec, pruned.state_dict, _cases(small.spec), _config(steps=4), rounds=2, log=lambda _: None)
+    assert list(result["variants"]) == list(VARIANTS)
+    assert all(variant["steps"] == 4 and variant["steps_per_s"] > 0 for variant in result["variants"].values())
+    assert result["variants"]["today"]["speedup_over_today"] == 1.0
+    assert all(result["identical_loss_curves"].values()), result["identical_loss_curves"]
+    warm = result["variants"]["+teacher cache, warm"]["teacher_cache"]
+    assert warm["chunks_computed"] == 0 and warm["chunks_read"] >= 1
+    text = markdown(result, {"cpu": "test", "flags": ["avx2"]})
+    assert "| +teacher cache, warm |" in text and "identical" in text
+
+
+def test_cli_train_bench(small):
+    process = run_cli("train-bench", small.path, "--steps", "2", "--rounds", "1", "--segment-frames", "16", "--threads", "1", "--json")
+    assert process.returncode == 0, process.stderr
+    result = json.loads(process.stdout)
+    assert result["steps"] == 2 and "today" in result["variants"] and result["machine"]["threads"] == 1
+    process = run_cli("train-bench", small.path, "--steps", "1", "--rounds", "2")
+    assert process.returncode == 2 and "cannot be split" in process.stderr
+
+
+# -- the adversarial option ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def discriminator_file(tmp_path_factory):
+    from rvc_compile.compress.discriminator import MultiPeriodDiscriminator, save_discriminator
+
+    torch.manual_seed(3)
+    return save_discriminator(MultiPeriodDiscriminator("v2"), tmp_path_factory.mktemp("d") / "D_2333333.pth")
+
+
+def test_adversarial_distillation_trains_the_discriminator_and_resumes_exactly(small, pruned, discriminator_file, tmp_path):
+    cases = _cases(small.spec)
+    config = _config(steps=4, batch=1, discriminator=discriminator_file, adversarial_weight=0.1, save_every=2)
+    args = (small.spec, small.state_dict, pruned.spec, pruned.state_dict, cases)
+    whole = distill(*args, config, tmp_path / "whole", log=lambda _: None, cache_dir=tmp_path / "cache")
+    history = whole.record["history"]
+    assert all("adversarial" in h and "discriminator" in h for h in history)
+    assert whole.record["discriminator"] == {"file": "D_2333333.pth", "version": "v2"}
+    assert whole.record["speed"]["ms_per_step"]["discriminator"] > 0
+    plain = distill(*args, _config(steps=4, batch=1), tmp_path / "plain", log=lambda _: None)
+    assert not torch.equal(plain.state_dict["dec.resblocks.0.convs1.0.weight"], whole.state_dict["dec.resblocks.0.convs1.0.weight"])
+    distill(*args, config, tmp_path / "split", log=lambda _: None, stop_after=2, cache_dir=tmp_path / "cache")
+    rest = distill(*args, config, tmp_path / "split", log=lambda _: None, cache_dir=tmp_path / "cache")
+    assert rest.record["history"] == history
+    for key, value in whole.state_dict.items():
+        assert torch.equal(rest.state_dict[key], value), key
+
+
+def test_legacy_and_parametrized_weight_norm_keys_both_load(discriminator_file, tmp_path):
+    from rvc_compile.compress.discriminator import load_discriminator, save_discriminator
+
+    legacy = load_discriminator(discriminator_file, "v2")
+    assert any(".weight_g" in k for k in torch.load(discriminator_file, weights_only=True)["model"])
+    modern = load_discriminator(save_discriminator(legacy, tmp_path / "D_1.pth", legacy_keys=False), "v2")
+    for key, value in legacy.state_dict().items():
+        assert torch.equal(modern.state_dict()[key], value)
+
+
+def test_a_discriminator_of_another_architecture_is_refused_naming_the_file(small, pruned, discriminator_file, tmp_path):
+    from rvc_compile.compress.discriminator import MultiPeriodDiscriminator, load_discriminator, save_discriminator
+    from rvc_compile.errors import CheckpointError
+
+    v1 = save_discriminator(MultiPeriodDiscriminator("v1"), tmp_path / "D_v1.pth")
+    with pytest.raises(CheckpointError, match=r"D_v1.pth: 7 sub-discriminators \(a v1 voice's discriminator\), but a v2 voice's has 9"):
+        load_discriminator(v1, "v2")
+    state = torch.load(discriminator_file, weights_only=True)
+    key = next(k for k in state["model"] if k.endswith("conv_post.weight_v"))
+    state["model"][key] = state["model"][key][:, :10]
+    torch.save(state, tmp_path / "D_bad.pth")
+    with pytest.raises(CheckpointError, match="D_bad.pth: discriminators.0.conv_post"):
+        load_discriminator(tmp_path / "D_bad.pth", "v2")
+    with pytest.raises(CheckpointError, match="small.pth: not an RVC discriminator"):
+        load_discriminator(small.path, "v2")
+    with pytest.raises(CheckpointError, match="missing.pth: no such discriminator file"):
+        load_discriminator(tmp_path / "missing.pth", "v2")
+    # Through the CLI: one line, nothing written.
+    recipe = _prune_recipe(tmp_path, small.path, {"source": "generated", "f0_source": "synthetic", "count": 2, "seconds": 0.5, "held_out": 1, "held_out_seconds": 0.3},
+                           discriminator=str(v1))
+    process = run_cli("prune", recipe, "--cache-dir", str(tmp_path / "cache"))
+    assert_user_error(process, "D_v1.pth", "7 sub-discriminators")
+    assert not (tmp_path / "out").exists()

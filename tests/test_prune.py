@@ -405,3 +405,18 @@ def test_a_pruned_checkpoint_builds_and_verifies_like_any_other(small, tmp_path)
     assert manifest["source"]["channels"] == result.spec.channel_map
     assert built.report["source"]["gflop_per_second_of_audio"] == pytest.approx(result.record["gflop_per_second_of_audio"]["after"]["total"], abs=1e-3)
     assert verify_artifact(built.path, skip_latency=True)["passed"]
+
+
+def test_least_squares_reconstruction_brings_the_pruned_model_closer_before_any_training(small):
+    cases = _cases(small.spec, 2, 2.0, 0)
+    held_out = HeldOut(small.spec, small.state_dict, _cases(small.spec, 2, 1.0, 500))
+    sliced = prune_model(small.spec, small.state_dict, ratios={"decoder": 0.5}, round_to=1, measure=False)
+    refit = prune_model(small.spec, small.state_dict, ratios={"decoder": 0.5}, round_to=1, measure=False, cases=cases, reconstruct="least_squares")
+    assert refit.kept == sliced.kept and refit.record["reconstruct"] == "least_squares"
+    changed = [k for k in refit.state_dict if not torch.equal(refit.state_dict[k], sliced.state_dict[k])]
+    assert changed and all(".convs2." in k for k in changed)  # only the consumers are refitted
+    before = held_out.measure(sliced.spec, sliced.state_dict)["log_mel_db"]
+    after = held_out.measure(refit.spec, refit.state_dict)["log_mel_db"]
+    assert after < 0.8 * before, (before, after)
+    with pytest.raises(RecipeError, match="needs calibration cases"):
+        prune_model(small.spec, small.state_dict, ratios={"decoder": 0.5}, round_to=1, measure=False, reconstruct="least_squares")

@@ -38,7 +38,7 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Optional
 
 import numpy as np
 
@@ -73,6 +73,10 @@ class DistillConfig:
     log_every: int = 10
     save_every: int = 100  # resumable state every N steps (and at the end)
     resume: bool = True  # continue from the state in the work folder if it belongs to this same run
+    # RVC's adversarial losses with the voice's own discriminator (D_*.pth of its training folder), trained alongside.
+    discriminator: Optional[Path] = None
+    adversarial_weight: float = 0.1  # times (generator loss + feature matching); RVC's mel weight 45 on ln-mel is ~10x ours on dB
+    discriminator_learning_rate: float = 1e-4  # AdamW, betas (0.8, 0.99), as RVC
     # Speed-ups that keep the maths (each can be turned off; `rvc-compile train-bench` measures them).
     teacher_cache: bool = True  # the teacher's outputs in the build cache, reused on resume and across runs
     reuse_prefix: bool = True  # the student starts from the teacher's decoder input where everything before it is the teacher's
@@ -93,6 +97,10 @@ class DistillConfig:
             raise RecipeError.at(where, "loss weights must be non-negative and not all zero")
         if self.speaker < 0:
             raise RecipeError.at(f"{where}.speaker", f"{self.speaker} must be 0 or more")
+        if self.adversarial_weight < 0:
+            raise RecipeError.at(f"{where}.adversarial_weight", f"{self.adversarial_weight} must be 0 or more")
+        if not self.discriminator_learning_rate > 0:
+            raise RecipeError.at(f"{where}.discriminator_learning_rate", f"{self.discriminator_learning_rate} must be positive")
 
 
 @dataclass
@@ -296,8 +304,8 @@ class TeacherTargets:
     spec and weights, the training data's content, the seed, the chunk and every setting that shapes a
     batch (crop length, batch size, speaker), the device and torch's version; an entry whose content
     does not match (another teacher's, a damaged file) is discarded with a log line and recomputed.
-    Without a store the chunk lives in memory only. Either way the numbers are the same: each step's
-    targets come from the same call on the same batch.
+    Without a store the teacher runs step by step, as before the cache. Either way the numbers are the
+    same: each step's targets come from the same call on the same batch.
     """
 
     def __init__(self, teacher: Any, teacher_spec: ModelSpec, teacher_sha: str, data: list[dict[str, Any]], data_sha: str,
@@ -326,20 +334,24 @@ class TeacherTargets:
         """(target audio [B, samples], the teacher's decoder input [B, inter, frames] or None) on the device."""
         import torch
 
-        index = step // TEACHER_CHUNK_STEPS
-        if index != self.chunk_index:
-            self.chunk, self.chunk_index = self._load(index), index
+        if self.store is None:  # nothing to keep: the teacher runs for this step only, as it always did
+            self.chunk, self.chunk_index = self._compute(step, step + 1), None
+            self.misses += 1
+        else:
+            index = step // TEACHER_CHUNK_STEPS
+            if index != self.chunk_index:
+                self.chunk, self.chunk_index = self._load(index), index
         audio = torch.from_numpy(self.chunk[f"step{step}.audio"]).to(self.device)
         z = torch.from_numpy(self.chunk[f"step{step}.z"]).to(self.device) if self.keep_z else None
         return audio, z
 
-    def _compute(self, index: int) -> dict[str, np.ndarray]:
+    def _compute(self, first: int, end: int) -> dict[str, np.ndarray]:
+        """The targets of steps ``first`` .. ``end - 1``."""
         import torch
 
         started = time.perf_counter()
         arrays = {}
-        first = index * TEACHER_CHUNK_STEPS
-        for step in range(first, min(first + TEACHER_CHUNK_STEPS, self.config.steps)):
+        for step in range(first, end):
             batch = {k: (v.to(self.device) if v is not None else None) for k, v in self.batch(step).items()}
             self._z.clear()
             with torch.inference_mode():
@@ -349,8 +361,8 @@ class TeacherTargets:
                 self._z.clear()
         seconds = time.perf_counter() - started
         self.compute_s += seconds
-        self.log(f"distill: the teacher's outputs for steps {first + 1}-{first + len(arrays) // (2 if self.keep_z else 1)} took {seconds:.1f} s"
-                 + (" (kept in the build cache)" if self.store is not None else ""))
+        if self.store is not None:
+            self.log(f"distill: the teacher's outputs for steps {first + 1}-{end} took {seconds:.1f} s (kept in the build cache)")
         return arrays
 
     def key(self, index: int) -> Any:
@@ -383,14 +395,13 @@ class TeacherTargets:
         return None
 
     def _load(self, index: int) -> dict[str, np.ndarray]:
-        if self.store is None:
-            self.misses += 1
-            return self._compute(index)
+        first = index * TEACHER_CHUNK_STEPS
+        end = min(first + TEACHER_CHUNK_STEPS, self.config.steps)
         made: list[dict[str, np.ndarray]] = []
         read: list[dict[str, np.ndarray]] = []
 
         def produce(folder: Path) -> dict[str, Any]:
-            arrays = self._compute(index)
+            arrays = self._compute(first, end)
             with open(folder / TEACHER_FILE, "wb") as handle:
                 np.savez(handle, teacher=np.array(self.teacher_sha), **arrays)
             made.append(arrays)
@@ -457,14 +468,18 @@ def _peak_memory_mb(device: Any) -> float:
 
 # -- the run -------------------------------------------------------------------------------------
 
-PART_NAMES = ("targets", "student_forward", "loss", "backward", "optimizer")  # the parts of a step that are timed
+PART_NAMES = ("targets", "student_forward", "discriminator", "loss", "backward", "optimizer")  # the parts of a step that are timed
 
 
 def run_fingerprint(teacher_spec: ModelSpec, student_spec: ModelSpec, student_state: Mapping[str, Any], cases: list[Mapping[str, np.ndarray]], config: DistillConfig) -> str:
     """What a saved state must match to be resumed: the models, the data and every setting that changes the result."""
     digest = hashlib.sha256()
     not_maths = ("log_every", "save_every", "resume", "threads", "device", "teacher_cache", "reuse_prefix")
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in not_maths}
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in not_maths and k != "discriminator"}
+    if config.discriminator is not None:  # the file's content, not its path
+        from ..artifact.manifest import sha256_file
+
+        settings["discriminator"] = sha256_file(Path(config.discriminator))
     digest.update(json.dumps({"teacher": teacher_spec.to_dict(), "student": student_spec.to_dict(), "config": settings}, sort_keys=True).encode())
     digest.update(state_dict_sha256(student_state).encode())
     for case in cases:
@@ -538,6 +553,7 @@ def distill(
     import torch
 
     from ..components.synthesizer.model import build_model
+    from .discriminator import discriminator_loss, feature_loss, generator_loss
 
     config.check()
     if config.speaker >= teacher_spec.n_speakers:
@@ -576,6 +592,13 @@ def distill(
         keep_z=reuse_prefix, store=store, log=log,
     ) if taps is None else None
 
+    discriminator = optimizer_d = None
+    if config.discriminator is not None:
+        from .discriminator import load_discriminator
+
+        discriminator = load_discriminator(config.discriminator, student_spec.version).to(device)
+        optimizer_d = torch.optim.AdamW(discriminator.parameters(), lr=config.discriminator_learning_rate, betas=(0.8, 0.99), eps=1e-9)
+
     work_dir = Path(work_dir)
     state_path = work_dir / STATE_FILE
     step, history, wall_before = 0, [], 0.0
@@ -587,6 +610,9 @@ def distill(
         optimizer.load_state_dict(saved["optimizer"])
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
+        if discriminator is not None:
+            discriminator.load_state_dict({k: v.to(device) for k, v in saved["discriminator"].items()})
+            optimizer_d.load_state_dict(saved["optimizer_d"])
         torch.set_rng_state(saved["torch_rng"])
         step, history, wall_before = int(saved["step"]), list(saved["history"]), float(saved["wall_s"])
         log(f"distill: resuming at step {step}/{config.steps} from {state_path}")
@@ -598,6 +624,8 @@ def distill(
             "student": {k: v.detach().cpu() for k, v in student.state_dict().items()},
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
             "torch_rng": torch.get_rng_state(),
+            "discriminator": {k: v.detach().cpu() for k, v in discriminator.state_dict().items()} if discriminator is not None else None,
+            "optimizer_d": optimizer_d.state_dict() if optimizer_d is not None else None,
             "history": history, "wall_s": wall_before + (time.perf_counter() - started),
         }
         tmp = state_path.with_name(state_path.name + ".tmp")
@@ -609,7 +637,8 @@ def distill(
     window: list[dict[str, Any]] = []
     parts = {name: 0.0 for name in PART_NAMES}
     end = config.steps if stop_after is None else min(config.steps, step + stop_after)
-    weights = {"mel_db": config.mel_weight, "mrstft": config.stft_weight, "feature": config.feature_weight}
+    weights = {"mel_db": config.mel_weight, "mrstft": config.stft_weight, "feature": config.feature_weight,
+               "adversarial": config.adversarial_weight, "discriminator": 0.0}  # the discriminator's own loss is logged, not trained on
     teacher.eval()
     student.eval()  # no dropout or batch norm in the inference graph: eval and train modes compute the same
     try:
@@ -631,6 +660,25 @@ def distill(
             output = _decode(student, batch, z, autocast) if z is not None else _synthesize(student, batch, autocast)
             t2 = time.perf_counter()
             terms = {}
+            if discriminator is not None:
+                # RVC's order: one discriminator step on (teacher, student) outputs, then the student's
+                # adversarial and feature-matching losses against the updated discriminator.
+                discriminator.requires_grad_(True)
+                with autocast():
+                    real, _ = discriminator(target)
+                    fake, _ = discriminator(output.detach())
+                loss_d = discriminator_loss(real, fake)
+                optimizer_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                optimizer_d.step()
+                discriminator.requires_grad_(False)
+                with autocast():
+                    with torch.no_grad():
+                        _, maps_real = discriminator(target)
+                    scores, maps_fake = discriminator(output)
+                terms["adversarial"] = generator_loss(scores) + feature_loss(maps_real, maps_fake)
+                terms["discriminator"] = loss_d.detach()
+            t_d = time.perf_counter()
             if config.mel_weight > 0:
                 terms["mel_db"] = losses.log_mel_l1_db(target, output)
             if config.stft_weight > 0:
@@ -652,7 +700,7 @@ def distill(
             else:
                 optimizer.step()
             t5 = time.perf_counter()
-            for name, seconds in zip(PART_NAMES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            for name, seconds in zip(PART_NAMES, (t1 - t0, t2 - t1, t_d - t2, t3 - t_d, t4 - t3, t5 - t4)):
                 parts[name] += seconds
             step += 1
             # Kept on the device: one host sync per log line, not per step.
@@ -688,7 +736,8 @@ def distill(
         "threads": config.threads if device.type == "cpu" else None,
         "trained": trained,
         "training_cases": len(data),
-        "config": dataclasses.asdict(config),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()},
+        "discriminator": None if discriminator is None else {"file": Path(config.discriminator).name, "version": discriminator.version},
         "speed": {
             "steps_this_run": session_steps,
             "steps_per_s": round(session_steps / session_s, 4) if session_steps else None,

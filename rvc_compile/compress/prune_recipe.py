@@ -58,6 +58,14 @@ class PruneCalibration(Calibration):
 
 
 @dataclass
+class PrunePruning(PruningParams):
+    """What to cut, and how the cut layers are refitted; ``reconstruct`` defaults to least_squares here:
+    distillation then starts far closer to the original (docs/TRAINING.md)."""
+
+    reconstruct: Literal["none", "least_squares"] = "least_squares"
+
+
+@dataclass
 class PruneOutput:
     checkpoint: Path
     dtype: Literal["fp16", "fp32"] = "fp16"  # fp16 as RVC's own small models
@@ -70,7 +78,7 @@ class PruneRecipe:
     name: str
     source: PruneSource
     output: PruneOutput
-    pruning: PruningParams = field(default_factory=PruningParams)
+    pruning: PrunePruning = field(default_factory=PrunePruning)
     distillation: DistillConfig = field(default_factory=DistillConfig)
     calibration: PruneCalibration = field(default_factory=PruneCalibration)
     recipe_path: Path = field(default=Path("<recipe>"), metadata={"internal": True})
@@ -170,6 +178,10 @@ def run_prune(recipe: PruneRecipe, *, log: Callable[[str], None] = print, cache_
         raise RecipeError(f"{recipe.recipe_path}: distillation.speaker {recipe.distillation.speaker} out of range (the model has {spec.n_speakers} speakers)")
     if recipe.distillation.steps > 0:
         resolve_device(recipe.distillation)  # an unavailable device or emulated precision fails before any work
+        if recipe.distillation.discriminator is not None:
+            from .discriminator import load_discriminator
+
+            load_discriminator(recipe.distillation.discriminator, spec.version)  # checked before any work too
     cache_dir = resolve_cache_dir(cache_dir)
     torch.set_num_threads(recipe.distillation.threads)
 
@@ -191,6 +203,7 @@ def run_prune(recipe: PruneRecipe, *, log: Callable[[str], None] = print, cache_
     pruning = recipe.pruning
     result = prune_model(
         spec, checkpoint.state_dict, ratios=pruning.ratios(), importance=pruning.importance, cases=cases, round_to=pruning.round_to,
+        reconstruct=pruning.reconstruct,
     )
     log(summary_line(result.record))
     held_out = HeldOut(spec, checkpoint.state_dict, held_out_cases, speaker=recipe.distillation.speaker)
@@ -247,7 +260,7 @@ def run_prune(recipe: PruneRecipe, *, log: Callable[[str], None] = print, cache_
         "machine": {**cpu_info(), "threads": recipe.distillation.threads},
         "source": {"checkpoint": str(checkpoint.path), "sha256": checkpoint.sha256, "layout": checkpoint.layout, **spec.to_dict()},
         "output": {"checkpoint": str(out_path), "sha256": reloaded.sha256, "dtype": recipe.output.dtype, "size_bytes": out_path.stat().st_size},
-        "pruning": {k: result.record[k] for k in ("method", "ratios", "importance", "round_to", "calibration_cases", "channels")},
+        "pruning": {k: result.record[k] for k in ("method", "ratios", "importance", "round_to", "reconstruct", "calibration_cases", "channels")},
         "cost": {
             "gflop_per_second_of_audio": flops,
             "parameters": parameters,
@@ -298,7 +311,8 @@ def prune_report_markdown(report: dict[str, Any]) -> str:
         "",
         f"Source `{Path(report['source']['checkpoint']).name}` (sha256 `{report['source']['sha256'][:16]}...`, {report['source']['layout']}) "
         f"-> `{Path(report['output']['checkpoint']).name}` ({report['output']['dtype']}, {report['output']['size_bytes'] / 1e6:.2f} MB).",
-        f"Pruned {ratios} of block-internal channels by {report['pruning']['importance']} importance (widths rounded to multiples of {report['pruning']['round_to']}).",
+        f"Pruned {ratios} of block-internal channels by {report['pruning']['importance']} importance (widths rounded to multiples of {report['pruning']['round_to']})"
+        + ("; the decoder pairs' second convs refitted by least squares." if report["pruning"].get("reconstruct") == "least_squares" else "."),
         f"Machine: {machine['cpu']} ({', '.join(machine['flags'])}), {machine['threads']} threads. Total time {report['wall_s']} s.",
         "",
         f"Accuracy: distance to the original model's output on {held['cases']} held-out inputs of {held['seconds']} s "

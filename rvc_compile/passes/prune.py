@@ -26,6 +26,8 @@ class PruningParams:
     flow: float = 0.0  # the flow WaveNets' gate width
     importance: Literal["l1", "l2", "activation"] = "l2"
     round_to: int = 8  # kept widths are multiples of this (SIMD-friendly) where a layer is that wide
+    # least_squares: refit each pruned decoder pair's second conv to its full output on calibration inputs
+    reconstruct: Literal["none", "least_squares"] = "none"
 
     def ratios(self) -> dict[str, float]:
         return {"decoder": self.decoder, "encoder": self.encoder, "flow": self.flow}
