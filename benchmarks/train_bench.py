@@ -7,7 +7,8 @@ One run, three parts, each a comparison inside the same run (interleaved where t
    (fused Adam, decoder input reused, teacher cache on a first and on a later run), per part of a step,
    and whether the loss curves that must be identical are (target: 1.5x today's loop, fp32);
 2. time to target: today's pruning + distillation (slice, 120 steps) against ours (least-squares refit,
-   fewer steps, every speed-up, an empty teacher cache), interleaved in rounds; held-out log-mel of each
+   60 steps over a fixed set of 30 crops, every speed-up, an empty teacher cache), interleaved in rounds;
+   held-out log-mel of each
    (target: at most 0.35 dB in at most half of today's wall time);
 3. the adversarial option: the same start distilled with and without a discriminator (a random one in
    RVC's D_*.pth format: no trained discriminator exists here), held-out log-mel and cost per step.
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TODAY = {"steps": 120, "learning_rate": 1e-4, "reconstruct": "none"}  # the prune bench's run before this work
-OURS = {"steps": 60, "learning_rate": 1e-4, "reconstruct": "least_squares"}
+OURS = {"steps": 60, "crops": 30, "learning_rate": 1e-4, "reconstruct": "least_squares"}
 
 
 def _held_out(held_out, spec, state) -> float:
@@ -48,7 +49,7 @@ def time_to_target(checkpoint, train, held_out, work: Path, threads: int, rounds
         pruned[name] = prune_model(checkpoint.spec, checkpoint.state_dict, ratios={"decoder": 0.5}, importance="l2", cases=train.cases,
                                    round_to=8, measure=False, reconstruct=plan["reconstruct"])
         prune_s[name] = time.perf_counter() - started
-        configs[name] = DistillConfig(steps=plan["steps"], learning_rate=plan["learning_rate"], segment_frames=32, threads=threads,
+        configs[name] = DistillConfig(steps=plan["steps"], crops=plan.get("crops", 0), learning_rate=plan["learning_rate"], segment_frames=32, threads=threads,
                                       device="cpu", precision="fp32", log_every=10, save_every=10**9, **switches[name])
     results = {}
     for index in range(rounds):

@@ -3,6 +3,7 @@ maths, native-only mixed precision, and training on an RVC training folder throu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -81,6 +82,26 @@ def test_the_teacher_cache_gives_the_identical_loss_curve_and_is_reused(small, p
     assert swept.record["speed"]["teacher_cache"]["chunks_read"] == 2
 
 
+def test_a_fixed_crop_set_runs_the_teacher_once_per_crop_with_the_identical_loss_curve(small, pruned, tmp_path):
+    cases = _cases(small.spec)
+    args = (small.spec, small.state_dict, pruned.spec, pruned.state_dict, cases)
+    config = _config(steps=6, batch=2, crops=5)  # 12 items over 5 crops: three shuffled epochs
+    live = distill(*args, dataclasses.replace(config, teacher_cache=False), tmp_path / "live", log=lambda _: None)
+    assert live.record["speed"]["teacher_cache"]["chunks_computed"] == 6  # the teacher ran for every step's two crops
+    cached = distill(*args, config, tmp_path / "cached", log=lambda _: None, cache_dir=tmp_path / "cache")
+    assert cached.record["speed"]["teacher_cache"]["chunks_computed"] == 1  # all five crops in one entry, once
+    assert cached.record["history"] == live.record["history"]
+    assert cached.record["history"] != distill(*args, _config(steps=6, batch=2), tmp_path / "fresh", log=lambda _: None).record["history"]
+    from rvc_compile.compress.distill import TeacherTargets
+
+    items = TeacherTargets.__new__(TeacherTargets)
+    items.pool, items.config = 5, config
+    epochs = [sorted(sum((items.items_of(step) for step in range(first, first + 5)), [])) for first in (0, 5)]
+    assert epochs == [[0, 0, 1, 1, 2, 2, 3, 3, 4, 4]] * 2  # batch 2 x 5 steps: every crop twice per 10 positions
+    with pytest.raises(RecipeError, match="distillation.crops"):
+        _config(crops=-1).check()
+
+
 def test_teacher_cache_keys_follow_the_teacher_the_data_and_the_batch_shape(small, pruned, tmp_path):
     cases = _cases(small.spec)
     args = (small.spec, small.state_dict, pruned.spec, pruned.state_dict)
@@ -118,11 +139,12 @@ def test_another_teachers_entry_under_this_key_is_refused_by_its_content(small, 
     arrays = dict(np.load(entry / "files" / "targets.npz"))
     assert str(arrays["teacher"]) != "0" * 64
     targets = TeacherTargets.__new__(TeacherTargets)
-    targets.teacher_sha, targets.config, targets.spec, targets.keep_z = "0" * 64, _config(), small.spec, False
+    targets.teacher_sha, targets.config, targets.item_config, targets.spec, targets.keep_z = "0" * 64, _config(), _config(), small.spec, False
+    targets.pool, targets.item_count = 0, 6
     arrays.pop("teacher")
     assert targets._check(arrays, 0) is None  # whole ...
-    arrays["step0.audio"] = arrays["step0.audio"][:, :10]
-    assert "step 0" in targets._check(arrays, 0)  # ... or not
+    arrays["item0.audio"] = arrays["item0.audio"][:, :10]
+    assert "item 0" in targets._check(arrays, 0)  # ... or not
 
 
 def test_the_student_reuses_the_teachers_decoder_input_only_where_it_is_exact(small, pruned, tmp_path):

@@ -61,6 +61,7 @@ class DistillConfig:
     learning_rate: float = 1e-4  # Adam; cosine decay to a tenth over the steps
     segment_frames: int = 32  # training crop length (100 frames per second)
     batch: int = 1
+    crops: int = 0  # 0: fresh crops every step; N: a fixed set of N crops cycled in shuffled epochs (the teacher runs once per crop)
     seed: int = 0
     speaker: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
@@ -87,6 +88,8 @@ class DistillConfig:
         names ``where`` + the field (``distillation.steps``) in its message and its ``key``."""
         if self.steps < 0:
             raise RecipeError.at(f"{where}.steps", f"{self.steps} must be 0 or more")
+        if self.crops < 0:
+            raise RecipeError.at(f"{where}.crops", f"{self.crops} must be 0 (fresh crops every step) or more")
         positive = {"segment_frames": self.segment_frames, "batch": self.batch, "threads": self.threads, "log_every": self.log_every, "save_every": self.save_every}
         for name, value in positive.items():
             if value < 1:
@@ -291,21 +294,23 @@ def _sample_batch(cases: list[dict[str, Any]], spec: ModelSpec, config: DistillC
 
 TEACHER_STAGE = "distill-teacher"
 TEACHER_FILE = "targets.npz"
-TEACHER_FORMAT = 1
-TEACHER_CHUNK_STEPS = 50  # steps per cache entry: a resumed run recomputes at most one chunk
+TEACHER_FORMAT = 2
+TEACHER_CHUNK_STEPS = 50  # items (steps, or crops of a fixed set) per cache entry: a resumed run recomputes at most one chunk
 PREFIX_MODULES = ("enc_p.", "flow.", "emb_g.")  # everything the decoder's input depends on
 
 
 class TeacherTargets:
-    """The teacher's output audio for each step's batch (and its decoder input ``z`` when the student
-    reuses it), computed in inference mode a chunk of ``TEACHER_CHUNK_STEPS`` steps at a time.
+    """The teacher's output audio for every training item (and its decoder input ``z`` when the student
+    reuses it), computed in inference mode a chunk of ``TEACHER_CHUNK_STEPS`` items at a time.
 
+    An item is one step's batch (``crops: 0``: fresh crops every step) or one crop of a fixed set
+    (``crops: N``: N crops, batch 1 each, cycled in shuffled epochs; a step stacks ``batch`` of them).
     With a ``store`` each chunk is a build-cache entry (stage ``distill-teacher``) keyed by the teacher's
-    spec and weights, the training data's content, the seed, the chunk and every setting that shapes a
-    batch (crop length, batch size, speaker), the device and torch's version; an entry whose content
-    does not match (another teacher's, a damaged file) is discarded with a log line and recomputed.
-    Without a store the teacher runs step by step, as before the cache. Either way the numbers are the
-    same: each step's targets come from the same call on the same batch.
+    spec and weights, the training data's content, the seed, the chunk and every setting that shapes an
+    item (crop length, batch size, crop set, speaker), the device and torch's version; an entry whose
+    content does not match (another teacher's, a damaged file) is discarded with a log line and
+    recomputed. Without a store the teacher runs for each step's items only, as before the cache. Either
+    way the numbers are the same: each item's targets come from the same call on the same inputs.
     """
 
     def __init__(self, teacher: Any, teacher_spec: ModelSpec, teacher_sha: str, data: list[dict[str, Any]], data_sha: str,
@@ -314,8 +319,10 @@ class TeacherTargets:
         self.teacher, self.spec, self.teacher_sha, self.data, self.data_sha = teacher, teacher_spec, teacher_sha, data, data_sha
         self.config, self.device, self.autocast, self.keep_z, self.store, self.log = config, device, autocast, keep_z, store, log
         self.precision = precision
-        self.chunk_index: int | None = None
-        self.chunk: dict[str, np.ndarray] = {}
+        self.pool = config.crops
+        self.item_count = config.steps if self.pool == 0 else self.pool
+        self.item_config = config if self.pool == 0 else dataclasses.replace(config, batch=1)
+        self.chunks: dict[int, dict[str, np.ndarray]] = {}
         self.hits = self.misses = 0
         self.compute_s = 0.0
         self._z: list[Any] = []
@@ -326,44 +333,81 @@ class TeacherTargets:
             self._hook.remove()
             self._hook = None
 
+    def items_of(self, step: int) -> list[int]:
+        """The items step ``step`` trains on: the step itself, or ``batch`` crops of the shuffled epoch."""
+        if self.pool == 0:
+            return [step]
+        import torch
+
+        items = []
+        for position in range(step * self.config.batch, (step + 1) * self.config.batch):
+            epoch, index = divmod(position, self.pool)
+            order = torch.randperm(self.pool, generator=step_generator(self.config.seed, -1 - epoch))
+            items.append(int(order[index]))
+        return items
+
+    def item_batch(self, item: int) -> dict[str, Any]:
+        """Item ``item``'s inputs on the CPU: crops and noise from ``step_generator(seed, item)``."""
+        return _sample_batch(self.data, self.spec, self.item_config, step_generator(self.config.seed, item))
+
     def batch(self, step: int) -> dict[str, Any]:
-        """Step ``step``'s batch on the CPU: crops and noise from ``step_generator(seed, step)``."""
-        return _sample_batch(self.data, self.spec, self.config, step_generator(self.config.seed, step))
+        """Step ``step``'s batch on the CPU."""
+        import torch
+
+        parts = [self.item_batch(item) for item in self.items_of(step)]
+        if len(parts) == 1:
+            return parts[0]
+        return {k: (torch.cat([part[k] for part in parts]) if parts[0][k] is not None else None) for k in parts[0]}
 
     def get(self, step: int) -> tuple[Any, Any]:
         """(target audio [B, samples], the teacher's decoder input [B, inter, frames] or None) on the device."""
         import torch
 
-        if self.store is None:  # nothing to keep: the teacher runs for this step only, as it always did
-            self.chunk, self.chunk_index = self._compute(step, step + 1), None
+        items = self.items_of(step)
+        if self.store is None:  # nothing to keep: the teacher runs for this step's items only, as it always did
+            arrays = {}
+            for item in items:
+                arrays.update(self._compute(item, item + 1))
             self.misses += 1
         else:
-            index = step // TEACHER_CHUNK_STEPS
-            if index != self.chunk_index:
-                self.chunk, self.chunk_index = self._load(index), index
-        audio = torch.from_numpy(self.chunk[f"step{step}.audio"]).to(self.device)
-        z = torch.from_numpy(self.chunk[f"step{step}.z"]).to(self.device) if self.keep_z else None
+            arrays = {}
+            for item in items:
+                index = item // TEACHER_CHUNK_STEPS
+                if index not in self.chunks:
+                    if self.pool == 0:
+                        self.chunks.clear()  # steps go forward: the last chunk is the only one needed again
+                    self.chunks[index] = self._load(index)
+                arrays[f"item{item}.audio"] = self.chunks[index][f"item{item}.audio"]
+                if self.keep_z:
+                    arrays[f"item{item}.z"] = self.chunks[index][f"item{item}.z"]
+        audio = torch.from_numpy(np.concatenate([arrays[f"item{item}.audio"] for item in items])).to(self.device)
+        z = torch.from_numpy(np.concatenate([arrays[f"item{item}.z"] for item in items])).to(self.device) if self.keep_z else None
         return audio, z
 
     def _compute(self, first: int, end: int) -> dict[str, np.ndarray]:
-        """The targets of steps ``first`` .. ``end - 1``."""
+        """The targets of items ``first`` .. ``end - 1``."""
         import torch
 
         started = time.perf_counter()
         arrays = {}
-        for step in range(first, end):
-            batch = {k: (v.to(self.device) if v is not None else None) for k, v in self.batch(step).items()}
+        for item in range(first, end):
+            batch = {k: (v.to(self.device) if v is not None else None) for k, v in self.item_batch(item).items()}
             self._z.clear()
             with torch.inference_mode():
-                arrays[f"step{step}.audio"] = _synthesize(self.teacher, batch, self.autocast).cpu().numpy()
+                arrays[f"item{item}.audio"] = _synthesize(self.teacher, batch, self.autocast).cpu().numpy()
             if self.keep_z:
-                arrays[f"step{step}.z"] = self._z[0].float().cpu().numpy()
+                arrays[f"item{item}.z"] = self._z[0].float().cpu().numpy()
                 self._z.clear()
         seconds = time.perf_counter() - started
         self.compute_s += seconds
         if self.store is not None:
-            self.log(f"distill: the teacher's outputs for steps {first + 1}-{end} took {seconds:.1f} s (kept in the build cache)")
+            what = "steps" if self.pool == 0 else "crops"
+            self.log(f"distill: the teacher's outputs for {what} {first + 1}-{end} took {seconds:.1f} s (kept in the build cache)")
         return arrays
+
+    def _range(self, index: int) -> tuple[int, int]:
+        first = index * TEACHER_CHUNK_STEPS
+        return first, min(first + TEACHER_CHUNK_STEPS, self.item_count)
 
     def key(self, index: int) -> Any:
         import torch
@@ -372,31 +416,30 @@ class TeacherTargets:
 
         device = cpu_device() if self.device.type == "cpu" else {"kind": "cuda", "name": torch.cuda.get_device_name(self.device)}
         config = self.config
+        first, end = self._range(index)
         params = {
-            "format": TEACHER_FORMAT, "teacher_spec": self.spec.to_dict(), "chunk": index, "chunk_steps": TEACHER_CHUNK_STEPS,
-            "steps": min(TEACHER_CHUNK_STEPS, config.steps - index * TEACHER_CHUNK_STEPS), "seed": config.seed,
-            "segment_frames": config.segment_frames, "batch": config.batch, "speaker": config.speaker, "z": self.keep_z,
-            "precision": self.precision,
+            "format": TEACHER_FORMAT, "teacher_spec": self.spec.to_dict(), "chunk": index, "chunk_items": TEACHER_CHUNK_STEPS,
+            "items": end - first, "crops": self.pool, "seed": config.seed, "segment_frames": config.segment_frames,
+            "batch": self.item_config.batch, "speaker": config.speaker, "z": self.keep_z, "precision": self.precision,
         }
         return stage_key(TEACHER_STAGE, inputs={"teacher": self.teacher_sha, "data": self.data_sha}, params=params,
                          libraries={"torch": torch.__version__}, device=device)
 
     def _check(self, arrays: Mapping[str, np.ndarray], index: int) -> str | None:
-        first = index * TEACHER_CHUNK_STEPS
         samples = self.config.segment_frames * self.spec.hop_length
-        for step in range(first, min(first + TEACHER_CHUNK_STEPS, self.config.steps)):
-            audio = arrays.get(f"step{step}.audio")
-            if audio is None or audio.dtype != np.float32 or audio.shape != (self.config.batch, samples) or not np.isfinite(audio).all():
-                return f"step {step}'s target audio is missing or not [{self.config.batch}, {samples}] finite float32"
+        batch = self.item_config.batch
+        for item in range(*self._range(index)):
+            audio = arrays.get(f"item{item}.audio")
+            if audio is None or audio.dtype != np.float32 or audio.shape != (batch, samples) or not np.isfinite(audio).all():
+                return f"item {item}'s target audio is missing or not [{batch}, {samples}] finite float32"
             if self.keep_z:
-                z = arrays.get(f"step{step}.z")
-                if z is None or z.shape != (self.config.batch, self.spec.inter_channels, self.config.segment_frames):
-                    return f"step {step}'s decoder input is missing or of another shape"
+                z = arrays.get(f"item{item}.z")
+                if z is None or z.shape != (batch, self.spec.inter_channels, self.config.segment_frames):
+                    return f"item {item}'s decoder input is missing or of another shape"
         return None
 
     def _load(self, index: int) -> dict[str, np.ndarray]:
-        first = index * TEACHER_CHUNK_STEPS
-        end = min(first + TEACHER_CHUNK_STEPS, self.config.steps)
+        first, end = self._range(index)
         made: list[dict[str, np.ndarray]] = []
         read: list[dict[str, np.ndarray]] = []
 
@@ -405,7 +448,7 @@ class TeacherTargets:
             with open(folder / TEACHER_FILE, "wb") as handle:
                 np.savez(handle, teacher=np.array(self.teacher_sha), **arrays)
             made.append(arrays)
-            return {"teacher": self.teacher_sha, "steps": len([k for k in arrays if k.endswith(".audio")])}
+            return {"teacher": self.teacher_sha, "items": end - first}
 
         def check(entry: Any) -> str | None:
             try:
@@ -591,6 +634,8 @@ def distill(
         teacher, teacher_spec, state_dict_sha256(teacher_state), data, data_sha256(list(cases)), config, device, autocast, precision,
         keep_z=reuse_prefix, store=store, log=log,
     ) if taps is None else None
+    # Feature matching runs the teacher live on the same items (the sampler only, no teacher hook).
+    live_items = TeacherTargets(teacher, teacher_spec, "", data, "", config, device, autocast, precision, keep_z=False) if taps is not None else None
 
     discriminator = optimizer_d = None
     if config.discriminator is not None:
@@ -649,7 +694,7 @@ def distill(
                 batch = {k: (v.to(device) if v is not None else None) for k, v in targets.batch(step).items()}
                 target_features: list[Any] = []
             else:  # feature matching: the teacher runs live, with its stage taps
-                batch = {k: (v.to(device) if v is not None else None) for k, v in _sample_batch(data, teacher_spec, config, step_generator(config.seed, step)).items()}
+                batch = {k: (v.to(device) if v is not None else None) for k, v in live_items.batch(step).items()}
                 with torch.inference_mode():
                     target = _synthesize(teacher, batch, autocast)
                     target_features = [t.clone() for t in taps[0].take()]

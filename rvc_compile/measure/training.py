@@ -107,14 +107,14 @@ def markdown(result: dict[str, Any], machine: dict[str, Any]) -> str:
         f"Machine: {machine['cpu']} ({', '.join(machine['flags'])}), {result['threads']} threads; {result['device']} {result['precision']}; "
         f"batch {result['batch']} x {result['segment_frames']} frames; {result['steps']} steps per variant in {result['rounds']} interleaved rounds.",
         "",
-        "| variant | steps/s | vs today | targets | student forward | loss | backward | optimizer (ms per step) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | steps/s | vs today | ms per step: targets | student forward | discriminator | loss | backward | optimizer |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, variant in result["variants"].items():
         ms = variant["ms_per_step"]
         lines.append(
             f"| {name} | {variant['steps_per_s']:.3f} | {variant['speedup_over_today']:.2f}x | {ms['targets']:.0f} | {ms['student_forward']:.0f} "
-            f"| {ms['loss']:.0f} | {ms['backward']:.0f} | {ms['optimizer']:.0f} |"
+            f"| {ms.get('discriminator', 0.0):.0f} | {ms['loss']:.0f} | {ms['backward']:.0f} | {ms['optimizer']:.0f} |"
         )
     same = ", ".join(f"{name}: {'identical' if ok else 'DIFFERENT'}" for name, ok in result["identical_loss_curves"].items())
     lines += ["", f"Loss curves against `+decoder input reused` (the same maths): {same}. Peak resident memory of the process: {result['peak_memory_mb_process']:.0f} MB."]
