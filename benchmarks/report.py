@@ -464,6 +464,35 @@ def _stream_section(results: Path) -> list[str]:
     return lines
 
 
+def _training_section(results: Path) -> list[str]:
+    """The distillation trainer (``benchmarks/train_bench.py`` writes results/train.json): its speed-ups,
+    time to the held-out target against the loop before them, the adversarial option; details in docs/TRAINING.md."""
+    path = Path(results) / "train.json"
+    if not path.exists():
+        return ["## Distillation training", "", "Not measured yet: `python benchmarks/train_bench.py`.", ""]
+    from rvc_compile.measure.training import markdown
+
+    record = json.loads(path.read_text())
+    target, adversarial = record["time_to_target"], record["adversarial"]
+    today, ours = target["today"], target["ours"]
+    warm = record["speedups"]["variants"]["+teacher cache, warm"]["speedup_over_today"]
+    return [
+        "## Distillation training", "",
+        "`benchmarks/train_bench.py` (`rvc-compile train-bench` plus two comparisons): the v2 40k demo voice, decoder pruned 50 %, "
+        "fp32 on the CPU. How the trainer works: [TRAINING.md](TRAINING.md).", "",
+        markdown(record["speedups"], record["machine"]).rstrip(), "",
+        f"Targets: throughput at least 1.5x today's loop with an identical loss curve: **{warm:.2f}x with the teacher's outputs cached "
+        f"(a resumed run, a sweep of pruning ratios), {'PASS' if warm >= 1.5 else 'FAIL'}**; the first run of a voice gains only the "
+        "smaller speed-ups (table). Pruned voice at most 0.35 dB held-out log-mel in at most half of today's wall time: "
+        f"**{ours['held_out_log_mel_db']:.3f} dB in {ours['total_s']:.0f} s against today's {today['held_out_log_mel_db']:.3f} dB in "
+        f"{today['total_s']:.0f} s ({target['wall_ratio']:.2f}x), {'PASS' if target['target_met'] else 'FAIL'}** (ours: least-squares refit, "
+        f"{ours['steps']} steps over {ours['crops']} fixed crops, empty teacher cache; today: slicing, {today['steps']} steps).", "",
+        f"Adversarial option ({adversarial['steps']} steps from the same start, {adversarial['discriminator']}): held-out log-mel "
+        f"{adversarial['with']['held_out_log_mel_db']:.3f} dB with it, {adversarial['without']['held_out_log_mel_db']:.3f} dB without; "
+        f"{adversarial['with']['steps_per_s']:.2f} against {adversarial['without']['steps_per_s']:.2f} steps/s.", "",
+    ]
+
+
 def render(results: Path, doc: Path) -> Path:
     results, doc = Path(results), Path(doc)
     run, builds, floor = _load(results, "run"), _load(results, "builds"), _load(results, "floor")
@@ -498,6 +527,7 @@ def render(results: Path, doc: Path) -> Path:
         *_isa_sections(results),
         *_pipeline_section(results),
         *_stream_section(results),
+        *_training_section(results),
         f"## {TARGET_SECONDS:g} s of audio",
         "",
         machine,

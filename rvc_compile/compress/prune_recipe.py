@@ -357,4 +357,9 @@ def prune_report_markdown(report: dict[str, Any]) -> str:
             f"learning rate {distilled['config']['learning_rate']:g}, trained {len(distilled['trained'])} {distilled['config']['train'].replace('_', ' ')}; "
             f"training loss {first['loss']:.4g} (step {first['step']}) -> {last['loss']:.4g} (step {last['step']}).",
         ]
+        speed = distilled.get("speed") or {}
+        if speed.get("steps_per_s"):
+            cache = speed.get("teacher_cache") or {}
+            reuse = f"; teacher cache: {cache['chunks_read']} chunk(s) read, {cache['chunks_computed']} computed" if cache.get("store") else ""
+            lines.append(f"Speed: {speed['steps_per_s']:.3g} steps/s, peak memory {speed['peak_memory_mb']:.0f} MB{reuse}.")
     return "\n".join(lines) + "\n"
