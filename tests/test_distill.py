@@ -12,9 +12,7 @@ import pytest
 import torch
 
 from rvc_compile.cache.store import Store
-from rvc_compile.components.synthesizer.checkpoint import load_checkpoint
 from rvc_compile.components.synthesizer.examples import example_case
-from rvc_compile.components.synthesizer.synthetic import make_checkpoint
 from rvc_compile.compress import distill as distill_module
 from rvc_compile.compress.distill import TEACHER_STAGE, DistillConfig, distill, resolve_device
 from rvc_compile.compress.prune import prune_model
@@ -25,19 +23,7 @@ from rvc_compile.recipe.schema import Calibration
 
 from conftest import assert_user_error, run_cli
 from test_calibration import make_npz_folder, make_rvc_logs
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    return load_checkpoint(make_checkpoint(tmp_path_factory.mktemp("ck") / "small.pth", size="small", seed=11))
+from test_prune import one_thread, small  # noqa: F401  (fixtures: one torch thread, the small voice)
 
 
 @pytest.fixture(scope="module")

@@ -532,18 +532,6 @@ def run_fingerprint(teacher_spec: ModelSpec, student_spec: ModelSpec, student_st
     return digest.hexdigest()
 
 
-def data_sha256(cases: list[Mapping[str, np.ndarray]]) -> str:
-    """The training data's identity in the teacher cache's key."""
-    digest = hashlib.sha256()
-    for case in cases:
-        for name in ("features", "f0"):
-            if case.get(name) is not None:
-                array = np.ascontiguousarray(case[name], dtype=np.float32)
-                digest.update(f"{name}{list(array.shape)}".encode())
-                digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
 def trained_prefixes(spec: ModelSpec, train: str) -> list[str]:
     """Parameter-name prefixes that learn: every block that lost channels, or the top-level modules holding them.
 
@@ -596,6 +584,7 @@ def distill(
     import torch
 
     from ..components.synthesizer.model import build_model
+    from ..precision.calibration import content_sha256
     from .discriminator import discriminator_loss, feature_loss, generator_loss
 
     config.check()
@@ -631,7 +620,7 @@ def distill(
     elif config.teacher_cache and taps is not None and cache_dir is not None:
         log("distill: feature matching needs the teacher's stage outputs every step; the teacher runs live (no teacher cache)")
     targets = TeacherTargets(
-        teacher, teacher_spec, state_dict_sha256(teacher_state), data, data_sha256(list(cases)), config, device, autocast, precision,
+        teacher, teacher_spec, state_dict_sha256(teacher_state), data, content_sha256([{k: case[k] for k in ('features', 'f0') if case.get(k) is not None} for case in cases]), config, device, autocast, precision,
         keep_z=reuse_prefix, store=store, log=log,
     ) if taps is None else None
     # Feature matching runs the teacher live on the same items (the sampler only, no teacher hook).
