@@ -7,6 +7,7 @@ exits 1.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -208,17 +209,23 @@ _CACHE_DIR_HELP = "Build cache folder (default: $RVC_COMPILE_CACHE, else the use
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON (the artifact path stays the last line).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), help=_CACHE_DIR_HELP)
 @click.option("--no-cache", is_flag=True, help="Build every stage afresh (a throwaway cache); the shared cache is neither read nor written.")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Build the recipes on N worker processes; a failed recipe does not stop the others.")
-def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str, ...], force: bool, as_json: bool, cache_dir: Path | None, no_cache: bool, jobs: int | None) -> None:
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Build the recipes on N worker processes (with Ray: at most N builds in flight); a failed recipe does not stop the others.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the worker processes run: this machine, or Ray tasks (pip install 'rvc-compile[ray]').")
+@click.option("--ray-address", metavar="ADDRESS", help="The Ray cluster to join ('auto', or host:port; default: start a local Ray instance). Paths must be on storage every node shares.")
+def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str, ...], force: bool, as_json: bool, cache_dir: Path | None, no_cache: bool,
+          jobs: int | None, executor: str, ray_address: str | None) -> None:
     """Build RECIPE.yaml into a verified artifact; prints the artifact path last.
 
-    With several recipes (or --jobs), every recipe is built in its own process, a result table goes to
-    stderr and the artifact paths of those that succeeded are the last lines of stdout; the exit code
-    is 0 if all succeeded, 2 if any failed on a user error, else 1.
+    With several recipes (or --jobs, or --executor ray), every recipe is built in its own process, a
+    result table goes to stderr and the artifact paths of those that succeeded are the last lines of
+    stdout; the exit code is 0 if all succeeded, 2 if any failed on a user error, else 1.
     """
     from .recipe.pipeline import is_pipeline_recipe
 
-    if len(recipes) == 1 and jobs is None:
+    if ray_address is not None and executor != "ray":
+        raise click.UsageError("--ray-address needs --executor ray")
+    if len(recipes) == 1 and jobs is None and executor == "local":
         log = lambda message: click.echo(message, err=True)  # noqa: E731
         if is_pipeline_recipe(recipes[0]):  # kind: pipeline -> a conversion bundle (docs/CONVERT.md)
             from .build.bundle import build_pipeline
@@ -245,7 +252,10 @@ def build(recipes: tuple[Path, ...], out_dir: Path | None, overrides: tuple[str,
     def announce(result: Any) -> None:
         click.echo(f"{result.recipe}: {result.status}" + (f" ({result.error})" if result.error else ""), err=True)
 
-    results = build_recipes(list(recipes), jobs=jobs or 1, out_dir=out_dir, overrides=overrides, force=force, cache_dir=cache_dir, use_cache=not no_cache, on_result=announce)
+    if jobs is None and executor == "ray":  # a cluster schedules them all; a local instance, one per core
+        jobs = len(recipes) if ray_address else min(len(recipes), os.cpu_count() or 1)
+    results = build_recipes(list(recipes), jobs=jobs or 1, out_dir=out_dir, overrides=overrides, force=force, cache_dir=cache_dir,
+                            use_cache=not no_cache, on_result=announce, executor=executor, address=ray_address)
     click.echo(format_results(results), err=True)
     if as_json:
         click.echo(json.dumps([result.to_dict() for result in results], indent=2, default=str))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from rvc_compile.build.batch import FAILED, OK, RecipeResult, exit_code, format_results
 from rvc_compile.artifact.manifest import check_integrity
 
@@ -43,3 +45,48 @@ def test_exit_code_is_two_for_any_user_error_else_one_for_gates_and_crashes():
     text = format_results([result(0), result(1)])
     assert text.splitlines()[0].split() == ["RECIPE", "STATUS", "TIME", "ARTIFACT", "/", "ERROR"]
     assert "r1.yaml  failed  1.0 s  why" in text and text.splitlines()[-1] == "2 recipes: 1 ok, 1 failed"
+
+
+def test_ray_executor_builds_each_voice_as_a_task_past_a_failure_into_one_shared_cache(tmp_path, checkpoint_factory, monkeypatch):
+    """A local Ray instance (what a cluster address replaces): one task per voice, a bad one reported
+    without stopping the others, every task reading and writing the one cache the driver resolved."""
+    pytest.importorskip("ray")
+    good = write_tiny_recipe(tmp_path, checkpoint_factory(), name="ray-voice")
+    missing = tmp_path / "missing-checkpoint.yaml"
+    missing.write_text(good.read_text().replace("name: ray-voice", "name: missing").replace(str(checkpoint_factory()), str(tmp_path / "nope.pth")))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RVC_COMPILE_CACHE", str(cache))  # the driver's choice; the tasks must not look elsewhere
+    monkeypatch.chdir(tmp_path)
+
+    process = run_cli("build", good.name, missing.name, "--executor", "ray", "--jobs", "2")
+    assert process.returncode == 2, process.stderr
+    artifact = tmp_path / "artifacts" / "ray-voice" / "1.0.0"
+    assert process.stdout.strip().splitlines()[-1] == str(artifact)
+    assert check_integrity(artifact) == []
+    table = process.stderr[process.stderr.index("RECIPE"):].splitlines()
+    assert table[-1] == "2 recipes: 1 ok, 1 failed"
+    assert any(line.startswith("missing-checkpoint.yaml") and "nope.pth" in line for line in table)
+    assert "[ray-voice] built" in process.stderr  # the tasks' log lines reach the driver, labelled
+    assert any(path.is_file() for path in cache.rglob("*"))  # the stages were stored where the driver said
+
+
+def test_ray_executor_without_ray_is_one_clear_line(tmp_path, checkpoint_factory, monkeypatch):
+    import builtins
+
+    from rvc_compile.build import batch
+    from rvc_compile.errors import RecipeError
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    recipe = write_tiny_recipe(tmp_path, checkpoint_factory(), name="voice")
+    with pytest.raises(RecipeError, match=r"pip install 'rvc-compile\[ray\]'"):
+        batch.build_recipes([recipe], executor="ray")
+    assert not (tmp_path / "artifacts").exists()
+    with pytest.raises(ValueError, match="executor"):
+        batch.build_recipes([recipe], executor="dask")
