@@ -134,6 +134,14 @@ def _check_target_cpu(recipe: Any) -> None:
         )
 
 
+def capture_graph(ctx: BuildContext, source: Any) -> Any:
+    """Capture, then every ONNX pass: the checked fp32 graph the backend compiles."""
+    graph = steps.capture(ctx, source)
+    for entry, graph_pass in ctx.onnx_passes:
+        graph = steps.apply_onnx_pass(ctx, graph, entry, graph_pass)
+    return graph
+
+
 def _build_one(
     recipe: Any, *, out_dir: Path | None, force: bool, cache_dir: Path | None, use_cache: bool,
     log: Callable[[str], None], choice: dict[str, Any] | None = None,
@@ -161,9 +169,12 @@ def _build_one(
             choice=choice, started=started,
         )
         source = steps.load_source(ctx)
-        graph = steps.capture(ctx, source)
-        for entry, graph_pass in ctx.onnx_passes:
-            graph = steps.apply_onnx_pass(ctx, graph, entry, graph_pass)
+        if recipe.source.bind_weights:  # the architecture's graph, compiled once, with this voice's weights
+            from .binding import bind
+
+            graph = bind(ctx, source, capture_graph)
+        else:
+            graph = capture_graph(ctx, source)
         compiled = steps.compile_backend(ctx, graph)
         meta = steps.assemble(ctx, source, compiled, writer)
         path = writer.commit(meta["manifest"])

@@ -54,6 +54,9 @@ class Source:
     # content-encoder only: which voice version's features the graph returns (v2: layer 12, 768-dim;
     # v1: layer 9 through final_proj, 256-dim), as RVC's pipeline takes them; null: v2.
     features: Optional[Literal["v1", "v2"]] = None
+    # Compile the voice's architecture once (from probe weights, cached) and bind this voice's weights
+    # into the compiled graph, instead of capturing and passing its own graph (build.binding; docs/SCALE.md).
+    bind_weights: bool = False
 
 
 @dataclass
@@ -551,7 +554,18 @@ def _validate_stream(recipe: Recipe, located: _Located) -> None:
         raise located.error(("passes",), "stream_block is added by the stream section; do not list it too")
     recipe.shapes = Shapes(mode="static", chunk_frames=frames["window"])
 
+def _validate_binding(recipe: Recipe, located: _Located) -> None:
+    """``source.bind_weights``: only where every constant of the graph is a weight of the torch model."""
+    if recipe.source.component != "synthesizer":
+        raise located.error(("source", "bind_weights"), f"binds voice weights into a synthesizer graph, not a {recipe.source.component} graph")
+    if any(entry.name == "fold_speaker" for entry in recipe.passes):
+        raise located.error(("source", "bind_weights"), "fold_speaker turns the speaker's conditioning into constants computed from the weights, "
+                            "which binding cannot recompute; drop the pass (the graph keeps its speaker input) or build without binding")
+
+
 def _validate(recipe: Recipe, located: _Located) -> None:
+    if recipe.source.bind_weights:
+        _validate_binding(recipe, located)
     if not is_valid_name(recipe.name):
         raise located.error(("name",), f"{_short(recipe.name)}: {NAME_RULE}")
     if not is_valid_version(recipe.version):
