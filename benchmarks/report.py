@@ -493,6 +493,35 @@ def _training_section(results: Path) -> list[str]:
     ]
 
 
+def _scale_section(results: Path) -> list[str]:
+    """Many voices (``benchmarks/scale_bench.py`` writes results/scale.json): a bound voice against its full
+    build, and the executors' voices per hour; details in docs/SCALE.md."""
+    path = Path(results) / "scale.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    if "binding" not in record:
+        return ["## Many voices", "", "Not measured yet: `python benchmarks/scale_bench.py binding` (and `executors`).", ""]
+    binding = record["binding"]
+    summary, machine = binding["summary"], binding["machine"]
+    pairs = ", ".join(f"{b['snr_db_worst']:.2f} / {f['snr_db_worst']:.2f} dB" for b, f in zip(binding["bound"], binding["full"]))
+    lines = [
+        "## Many voices", "",
+        f"`benchmarks/scale_bench.py` on {machine['cpu']}, {machine['cores']} cores, flags {' '.join(machine['flags']) or 'none of note'}; "
+        "how binding and the Ray executor work: [SCALE.md](SCALE.md).", "",
+        f"Per-voice weight binding (recipes/demo.yaml without fold_speaker, {binding['size']}-size voices, one build at a time): a bound voice "
+        f"took **{summary['bound_s_median']:.1f} s against {summary['full_s_median']:.1f} s for its full build ({summary['bound_over_full']:.2f}x; "
+        f"target at most {summary['target']:.2f}x: {'PASS' if summary['met'] else 'FAIL'})**, at the same accuracy "
+        f"(worst golden SNR bound / full: {pairs}). "
+        f"The first voice of an architecture compiles it: {binding['first_voice_compiles_architecture']['seconds']:.0f} s.", "",
+    ]
+    for key, label in (("executors", "small voices"), ("executors_full", "full-size voices")):
+        if key in record:
+            run = record[key]
+            lines += [f"Executors ({label}, {run['voices']} voices, {run['workers']} workers, target.threads=1): local pool "
+                      f"{run['summary']['local']['voices_per_hour_median']:.0f} voices/h, Ray {run['summary']['ray']['voices_per_hour_median']:.0f} voices/h "
+                      f"({run['summary']['ray_vs_local']:.2f}x)" + (f"; {run['note']}" if run.get("note") else "") + ".", ""]
+    return lines
+
+
 def render(results: Path, doc: Path) -> Path:
     results, doc = Path(results), Path(doc)
     run, builds, floor = _load(results, "run"), _load(results, "builds"), _load(results, "floor")
@@ -528,6 +557,7 @@ def render(results: Path, doc: Path) -> Path:
         *_pipeline_section(results),
         *_stream_section(results),
         *_training_section(results),
+        *_scale_section(results),
         f"## {TARGET_SECONDS:g} s of audio",
         "",
         machine,
