@@ -90,3 +90,14 @@ def test_ray_executor_without_ray_is_one_clear_line(tmp_path, checkpoint_factory
     assert not (tmp_path / "artifacts").exists()
     with pytest.raises(ValueError, match="executor"):
         batch.build_recipes([recipe], executor="dask")
+
+
+def test_ray_executor_with_an_unreachable_cluster_is_one_line_and_builds_nothing(tmp_path, checkpoint_factory):
+    pytest.importorskip("ray")
+    recipe = write_tiny_recipe(tmp_path, checkpoint_factory(), name="voice")
+    process = run_cli("build", recipe, "--executor", "ray", "--ray-address", "127.0.0.1:9")  # port 9: nothing listens
+    assert process.returncode == 2, process.stderr
+    last = process.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --executor ray: could not start or join the Ray cluster at 127.0.0.1:9"), process.stderr
+    assert "Traceback" not in process.stderr
+    assert not (tmp_path / "artifacts").exists()

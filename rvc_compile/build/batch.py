@@ -184,6 +184,22 @@ def _import_ray() -> Any:
     return ray
 
 
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """A ``host:port`` address must accept a connection: Ray itself waits on an unreachable one for minutes."""
+    import socket
+
+    if not address or "://" in address or address == "auto" or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return
+    except (OSError, ValueError) as exc:
+        from ..errors import RecipeError
+
+        raise RecipeError(f"--executor ray: could not start or join the Ray cluster at {address}: nothing answers there ({_one_line(str(exc))[:200]})") from None
+
+
 def _ray_build_recipes(
     recipes: list[Path], *, jobs: int, out_dir: Path | None, overrides: list[str] | tuple[str, ...], force: bool, cache_dir: Path | None,
     use_cache: bool, on_result: Callable[[RecipeResult], None] | None, address: str | None,
@@ -208,7 +224,14 @@ def _ray_build_recipes(
             options["num_cpus"] = jobs
         else:
             options["address"] = address
-        ray.init(**options)
+        _check_reachable(address)
+        try:
+            ray.init(**options)
+        except Exception as exc:  # no cluster there, a version mismatch, no room for a local instance
+            from ..errors import RecipeError
+
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            raise RecipeError(f"--executor ray: could not start or join {where}: {_one_line(f'{type(exc).__name__}: {exc}')[:300]}") from None
     try:
         from ray.util.queue import Empty, Queue
 
