@@ -81,17 +81,21 @@ def probe_source(ctx: BuildContext, source: SourceRecord, seed: int) -> SourceRe
     return SourceRecord(loaded=loaded, reference=Reference(ctx.component, spec, weights, ctx.threads, stages=ctx.stages, model_key=digest))
 
 
-def _graph_constants(model: Any) -> dict[str, np.ndarray]:
+def _constant_protos(model: Any) -> dict[str, Any]:
     """Every constant tensor of an ONNX graph (initializers, Constant nodes' values) by a stable name."""
-    from onnx import numpy_helper
-
-    constants = {f"initializer:{t.name}": numpy_helper.to_array(t) for t in model.graph.initializer}
+    protos = {f"initializer:{t.name}": t for t in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant":
             for attribute in node.attribute:
                 if attribute.name == "value":
-                    constants[f"constant:{node.output[0]}"] = numpy_helper.to_array(attribute.t)
-    return constants
+                    protos[f"constant:{node.output[0]}"] = attribute.t
+    return protos
+
+
+def _graph_constants(model: Any) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    return {name: numpy_helper.to_array(proto) for name, proto in _constant_protos(model).items()}
 
 
 def torch_tensors(model: Any) -> dict[str, np.ndarray]:
@@ -155,12 +159,7 @@ def bind_constants(model: Any, mapping: Mapping[str, Mapping[str, Any]], tensors
     """Write ``tensors`` into ``model``'s constants per ``mapping`` (in place); shapes must agree."""
     from onnx import numpy_helper
 
-    targets = {f"initializer:{t.name}": t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    targets[f"constant:{node.output[0]}"] = attribute.t
+    targets = _constant_protos(model)
     for constant, bound in mapping.items():
         tensor_name, perm = bound["tensor"], list(bound["perm"])
         if tensor_name not in tensors:
