@@ -205,7 +205,7 @@ def bind(ctx: BuildContext, source: SourceRecord, capture_graph: Any) -> GraphRe
     """This voice's graph: the architecture's, its weights bound in (see the module docstring)."""
     import torch
 
-    from .steps import DERIVED_FILE, GRAPH_FILE, _derived_reference, torch_graph
+    from .steps import DERIVED_FILE, GRAPH_FILE, _derived_reference, entry_model, torch_graph
 
     template, arch = architecture(ctx, source, capture_graph)
     derived_now: dict[str, Any] = {}
@@ -228,11 +228,7 @@ def bind(ctx: BuildContext, source: SourceRecord, capture_graph: Any) -> GraphRe
 
     entry = ctx.stages.run("bind", produce, inputs={"architecture": arch.key, "graph": template.key, **source.loaded.cache_inputs},
                            params={"passes": pass_params(ctx.torch_passes)}, libraries=("onnx", "torch", "numpy"))
-    spec, weights, reference = source.loaded.spec, source.loaded.weights, source.reference
-    if "record" in derived_now:
-        spec, weights, reference = derived_now["record"]
-    elif DERIVED_FILE in entry.files:
-        spec, weights, reference = _derived_reference(ctx, source, torch.load(entry.file(DERIVED_FILE), map_location="cpu", weights_only=True))
+    spec, weights, reference = entry_model(ctx, source, entry, derived_now)
     record = {"name": "bind_weights", "stage": "onnx", "params": {"architecture": arch.key},
               "notes": f"{entry.meta['bound']} weights bound into the graph compiled for this architecture (probe voices, checked at every length)"}
     # The probes' checks prove the graph; this voice's own are the backend stage's, at every length.

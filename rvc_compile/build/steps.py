@@ -92,6 +92,19 @@ def _derived_reference(ctx: BuildContext, source: SourceRecord, derived: dict[st
     return spec, weights, Reference(ctx.component, spec, weights, ctx.threads, stages=ctx.stages, model_key=model_key)
 
 
+def entry_model(ctx: BuildContext, source: SourceRecord, entry: Any, derived_now: dict[str, Any]) -> tuple[Any, Any, Reference]:
+    """The model a graph entry implements (spec, weights, reference): the one a torch pass derived, as
+    its producer just made it (``derived_now["record"]``) or read back from the entry on a cache hit,
+    else the source's."""
+    if "record" in derived_now:
+        return derived_now["record"]
+    if DERIVED_FILE in entry.files:
+        import torch
+
+        return _derived_reference(ctx, source, torch.load(entry.file(DERIVED_FILE), map_location="cpu", weights_only=True))
+    return source.loaded.spec, source.loaded.weights, source.reference
+
+
 def capture(ctx: BuildContext, source: SourceRecord) -> GraphRecord:
     """Torch passes, then export to ONNX with a symbolic time axis; checked at every length."""
     from ..capture.export import export_onnx
@@ -127,13 +140,7 @@ def capture(ctx: BuildContext, source: SourceRecord) -> GraphRecord:
                 "lengths": ctx.lengths, "speaker": recipe.golden.speaker},
         libraries=CAPTURE_LIBRARIES,
     )
-    spec, weights, reference = source.loaded.spec, source.loaded.weights, source.reference
-    if "record" in derived_now:
-        spec, weights, reference = derived_now["record"]
-    elif DERIVED_FILE in entry.files:  # a cache hit: read the derived model back
-        import torch
-
-        spec, weights, reference = _derived_reference(ctx, source, torch.load(entry.file(DERIVED_FILE), map_location="cpu", weights_only=True))
+    spec, weights, reference = entry_model(ctx, source, entry, derived_now)
     fixed_inputs = dict(entry.meta["fixed_inputs"])
     return GraphRecord(
         entry=entry, key=entry.key, spec=spec, weights=weights, reference=reference,
@@ -302,12 +309,11 @@ def assemble(ctx: BuildContext, source: SourceRecord, compiled: CompiledRecord, 
         copy_files(compiled.entry, folder)
         golden = _golden(ctx, graph, folder)
         manifest = _manifest(ctx, source, compiled, golden, recipe_to_dict(recipe), recipe_sha256(recipe))
-        bound = recipe.source.bind_weights
-        ctx.log("measuring accuracy" + ("" if bound else " and latency") + " in a fresh runtime process")
-        evaluation, samples = _evaluate_in_subprocess(folder, manifest, ctx.workdir, env=dict(ctx.emulation), check_latency=not bound)
-        if bound:  # one graph for every voice of the architecture: its latency is measured once per machine
-            evaluation["latency"], samples = _architecture_latency(ctx, graph, folder, manifest)
+        if recipe.source.bind_weights:  # one graph for every voice of the architecture: its latency is measured once per machine
+            evaluation, samples = _bound_evaluation(ctx, graph, folder, manifest)
         else:
+            ctx.log("measuring accuracy and latency in a fresh runtime process")
+            evaluation, samples = _evaluate_in_subprocess(folder, manifest, ctx.workdir, env=dict(ctx.emulation))
             _speedup_goals(ctx, graph, evaluation["latency"])
         flops = component.flops_per_second(graph.spec, graph.weights)
         golden_dir = folder / "golden"
@@ -358,24 +364,25 @@ def assemble(ctx: BuildContext, source: SourceRecord, compiled: CompiledRecord, 
     return entry.meta
 
 
-def _architecture_latency(ctx: BuildContext, graph: GraphRecord, folder: Path, manifest: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """A bound voice's latency: that of its architecture's graph on this machine, measured (in a fresh
-    process, with the speed-up goals' eager timing) on the first voice bound to it, then read from the
-    cache. Which voice it was timed on is part of the result."""
+def _bound_evaluation(ctx: BuildContext, graph: GraphRecord, folder: Path, manifest: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """A bound voice's evaluation: its own accuracy, and the latency of its architecture's graph on this
+    machine. The first voice bound there is measured whole (in a fresh process, with the speed-up goals'
+    eager timing) and its latency stored; later voices measure accuracy only and read that latency,
+    which names the voice it was timed on."""
     from ..cache.store import cpu_device
 
     architecture = next(record["params"]["architecture"] for record in graph.passes if record["name"] == "bind_weights")
     result: dict[str, Any] = {}
 
     def produce(entry_folder: Path) -> dict[str, Any]:
-        ctx.log("measuring the architecture's latency on this voice (later voices of the architecture reuse it)")
+        ctx.log("measuring accuracy and the architecture's latency in a fresh runtime process (later voices of the architecture reuse the latency)")
         evaluation, samples = _evaluate_in_subprocess(folder, manifest, ctx.workdir, env=dict(ctx.emulation))
         _speedup_goals(ctx, graph, evaluation["latency"])
         evaluation["latency"]["measured_on"] = {"voice": ctx.recipe.name, "checkpoint_sha256": manifest["source"]["sha256"], "created": manifest["created"]}
         failures = evaluation["latency"]["failures"]
         if failures:  # as a full build: no entry, so no later voice inherits a failed measurement
             raise GateFailure(f"{ctx.recipe.recipe_path}: build gates failed ({len(failures)}): {'; '.join(failures[:3])}", failures=failures)
-        result["now"] = (evaluation["latency"], samples)
+        result["now"] = (evaluation, samples)
         return {"latency": evaluation["latency"], "samples": samples}
 
     entry = ctx.stages.run(
@@ -385,8 +392,11 @@ def _architecture_latency(ctx: BuildContext, graph: GraphRecord, folder: Path, m
     )
     if "now" in result:
         return result["now"]
+    ctx.log("measuring accuracy in a fresh runtime process")
+    evaluation, _ = _evaluate_in_subprocess(folder, manifest, ctx.workdir, env=dict(ctx.emulation), check_latency=False)
     ctx.log(f"latency: the architecture's, measured on {entry.meta['latency']['measured_on']['voice']} on this machine")
-    return dict(entry.meta["latency"]), dict(entry.meta["samples"])
+    evaluation["latency"] = dict(entry.meta["latency"])
+    return evaluation, dict(entry.meta["samples"])
 
 
 def _speedup_goals(ctx: BuildContext, graph: GraphRecord, latency: dict[str, Any]) -> None:
