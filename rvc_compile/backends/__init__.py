@@ -11,10 +11,15 @@ from .base import has_hook, problems
 BACKENDS = {
     "onnxruntime": "rvc_compile.backends.onnxruntime",
     "openvino": "rvc_compile.backends.openvino",
+    "aoti": "rvc_compile.backends.aoti",
 }
-PLANNED = {"tensorrt", "aoti"}
+# Names the recipe schema knows that no backend implements here, with why.
+NOT_AVAILABLE = {
+    "tensorrt": "TensorRT's libraries come only from NVIDIA's own package index, which no machine of ours can reach, so it cannot be "
+                "installed or tested; for NVIDIA GPUs use the aoti backend with target.device: cuda",
+}
 
-__all__ = ["BACKENDS", "PLANNED", "backend_modules", "get_backend", "has_hook"]
+__all__ = ["BACKENDS", "NOT_AVAILABLE", "backend_modules", "get_backend", "has_hook"]
 
 
 def get_backend(name: str, *, for_build: bool = True) -> ModuleType:
@@ -25,7 +30,7 @@ def get_backend(name: str, *, for_build: bool = True) -> ModuleType:
     """
     if name not in BACKENDS:
         if for_build:
-            hint = " (planned, not implemented yet)" if name in PLANNED else ""
+            hint = f" ({NOT_AVAILABLE[name]})" if name in NOT_AVAILABLE else ""
             raise RecipeError(f"target.backend: backend {name!r} is not available{hint}; available: {', '.join(BACKENDS)}")
         raise ArtifactError(f"artifact uses backend {name!r}, which this rvc-compile cannot load")
     module = importlib.import_module(BACKENDS[name])

@@ -12,7 +12,12 @@ Its module-level constants:
 - ``COMPILE_CACHE``: whether ``load`` keeps compiled blobs in a ``cache_dir`` (the runtime then hands it
   the build cache's ``compiled/<name>`` area, per the artifact's ``target.compile_cache``);
 - optionally ``SLOW_PRECISIONS``: ``{isa class: {precision: why}}``, precisions it runs slower than fp32
-  there (``precision: auto`` leaves them out).
+  there (``precision: auto`` leaves them out);
+- optionally ``PROGRAM = True``: it compiles the captured ``torch.export`` program rather than the ONNX
+  graph (AOTInductor). Capture then also saves the program, and ``build`` gets two more keywords,
+  ``program`` (its file) and ``program_shapes`` (``capture.export.export_program``'s record, to export
+  it again after a rewrite); the ONNX graph still names the layers the precision plan lists. Recipes
+  with ONNX-stage passes or weight binding are refused for such a backend.
 
 Its functions:
 
@@ -111,6 +116,8 @@ class PeakKernels(Protocol):
     def peak_kernel(self, size: int, threads: int, precision: str) -> Callable[[], Any]: ...
 
 
+# The extra keyword-only parameters of ``build`` in a backend with ``PROGRAM = True``.
+PROGRAM_BUILD_KEYWORDS = ("program", "program_shapes")
 CONSTANTS: dict[str, type] = {"NAME": str, "PRECISIONS": tuple, "DEVICES": tuple, "ISA_EMULATION": bool, "LIBRARIES": tuple, "COMPILE_CACHE": bool}
 FUNCTIONS = ("check_target", "check_policy", "build", "load", "adapt_to_cpu")
 # hook -> (its function, the constants that come with it)

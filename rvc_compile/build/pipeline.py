@@ -134,6 +134,17 @@ def _check_target_cpu(recipe: Any) -> None:
         )
 
 
+def _check_program_recipe(recipe: Any, backend: Any, onnx_passes: tuple[tuple[Any, Any], ...]) -> None:
+    """What a backend that compiles the torch program (not the ONNX graph) cannot honour, refused up front."""
+    if onnx_passes:
+        names = ", ".join(entry.name for entry, _ in onnx_passes)
+        raise RecipeError.at("passes", f"{names} rewrite(s) the ONNX graph, which the {backend.NAME} backend does not compile (it compiles the "
+                                       "torch program after the torch passes, and simplifies it itself): remove them")
+    if recipe.source.bind_weights:
+        raise RecipeError.at("source.bind_weights", f"binding weights into a compiled graph is for the ONNX backends; the {backend.NAME} "
+                                                    "backend compiles each voice's own program")
+
+
 def capture_graph(ctx: BuildContext, source: Any) -> Any:
     """Capture, then every ONNX pass: the checked fp32 graph the backend compiles."""
     graph = steps.capture(ctx, source)
@@ -154,6 +165,8 @@ def _build_one(
     backend.check_target(recipe.target)
     backend.check_policy(recipe.target, recipe.precision_policy)
     torch_passes, onnx_passes = order_passes(recipe)
+    if steps.wants_program(backend):
+        _check_program_recipe(recipe, backend, onnx_passes)
     out_root = Path(out_dir) if out_dir is not None else Path(recipe.output_dir)
     target_isa, here = resolve_target_cpu(recipe.target.cpu), machine_isa()
     # The CPU class the artifact is for, and how its checks run on this machine: natively, or (a lower

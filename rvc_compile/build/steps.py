@@ -34,6 +34,7 @@ CAPTURE_LIBRARIES = ("torch", "onnx", "onnxscript", "numpy")
 ONNX_PASS_LIBRARIES = ("onnx", "onnxslim", "onnxsim", "onnxruntime", "numpy")
 GRAPH_FILE = "model.onnx"
 DERIVED_FILE = "reference.pt"  # capture entry: the derived model's spec and weights (after prune)
+PROGRAM_FILE = "program.pt2"  # capture entry, for backends that compile the torch program (``backends.base``: PROGRAM)
 
 
 def _reference_runner(graph: Path, threads: int) -> Any:
@@ -107,10 +108,11 @@ def entry_model(ctx: BuildContext, source: SourceRecord, entry: Any, derived_now
 
 def capture(ctx: BuildContext, source: SourceRecord) -> GraphRecord:
     """Torch passes, then export to ONNX with a symbolic time axis; checked at every length."""
-    from ..capture.export import export_onnx
+    from ..capture.export import export_onnx, export_program
 
     recipe, shapes, component = ctx.recipe, ctx.shapes, ctx.component
     derived_now: dict[str, Any] = {}
+    program = wants_program(ctx.backend)
 
     def produce(folder: Path) -> dict[str, Any]:
         import torch
@@ -132,12 +134,19 @@ def capture(ctx: BuildContext, source: SourceRecord) -> GraphRecord:
         checks = multi_length_check("capture", _reference_runner(path, ctx.threads), reference, state.spec, state.input_names, ctx.lengths,
                                     speaker=speaker, component=component)
         ctx.log(f"capture ({recipe.capture.exporter}): checked at {ctx.lengths} frames")
-        return {"input_names": state.input_names, "fixed_inputs": state.fixed_inputs, "passes": records, "checks": checks}
+        meta = {"input_names": state.input_names, "fixed_inputs": state.fixed_inputs, "passes": records, "checks": checks}
+        if program:  # the backend compiles this program; it checks what it compiled at every length itself
+            meta["program"] = export_program(
+                state.model, state.spec, state.input_names, folder / PROGRAM_FILE, min_frames=shapes.min_frames, max_frames=shapes.max_frames,
+                static_frames=ctx.static, trace_frames=component.TRACE_FRAMES, component=component,
+            )
+            ctx.log("capture: torch.export program saved for the backend")
+        return meta
 
     entry = ctx.stages.run(
         "capture", produce, inputs=dict(source.loaded.cache_inputs),
         params={"component": component.KIND, "passes": pass_params(ctx.torch_passes), "capture": recipe.capture, "frames": [shapes.min_frames, shapes.max_frames, ctx.static],
-                "lengths": ctx.lengths, "speaker": recipe.golden.speaker},
+                "lengths": ctx.lengths, "speaker": recipe.golden.speaker, **({"program": True} if program else {})},
         libraries=CAPTURE_LIBRARIES,
     )
     spec, weights, reference = entry_model(ctx, source, entry, derived_now)
@@ -148,6 +157,29 @@ def capture(ctx: BuildContext, source: SourceRecord) -> GraphRecord:
         passes=tuple(entry.meta["passes"]), checks=tuple(entry.meta["checks"]),
         speaker=int(fixed_inputs.get("speaker", recipe.golden.speaker)),
     )
+
+
+def build_device(ctx: BuildContext) -> dict[str, Any]:
+    """The ``device`` ingredient of the stages that run the artifact: this CPU, and the GPU of a cuda target."""
+    from ..cache.store import cpu_device
+
+    device = cpu_device()
+    if ctx.recipe.target.device == "cuda":
+        import torch
+
+        device["gpu"] = torch.cuda.get_device_name(0)
+    return device
+
+
+def wants_program(backend: Any) -> bool:
+    """Whether ``backend`` compiles the captured torch program (AOTInductor) instead of the ONNX graph."""
+    return bool(getattr(backend, "PROGRAM", False))
+
+
+def backend_build(ctx: BuildContext, graph: GraphRecord, folder: Path, plan: Any) -> dict[str, Any]:
+    """``backend.build`` on the graph's ONNX file, with the torch program for a backend that compiles it."""
+    extra = {"program": graph.entry.file(PROGRAM_FILE), "program_shapes": graph.entry.meta["program"]} if wants_program(ctx.backend) else {}
+    return ctx.backend.build(graph.entry.file(GRAPH_FILE), ctx.recipe.target, folder, plan, shapes=ctx.shapes, workdir=ctx.workdir, **extra)
 
 
 def apply_onnx_pass(ctx: BuildContext, graph: GraphRecord, entry_spec: Any, graph_pass: Any) -> GraphRecord:
@@ -183,7 +215,6 @@ def compile_backend(ctx: BuildContext, graph: GraphRecord) -> CompiledRecord:
     (natively, or as on the target CPU class under emulation)."""
     import onnx
 
-    from ..cache.store import cpu_device
     from ..precision.layers import resolve, weighted_layers
 
     recipe, component = ctx.recipe, ctx.component
@@ -215,15 +246,15 @@ def compile_backend(ctx: BuildContext, graph: GraphRecord) -> CompiledRecord:
                 + (f"; {len(fixed)} other node(s) fp32 as {component.KIND} graphs need" if fixed else ""))
         meta: dict[str, Any] = {}
         if policy.accuracy_aware:
-            plan, meta["accuracy_aware"] = _accuracy_aware(ctx, graph, plan, graph_file, feeds)
-        section = ctx.backend.build(graph_file, recipe.target, folder, plan, shapes=ctx.shapes, workdir=ctx.workdir)
+            plan, meta["accuracy_aware"] = _accuracy_aware(ctx, graph, plan, feeds)
+        section = backend_build(ctx, graph, folder, plan)
         checks = _check_backend(ctx, graph, folder, section, plan)
         return {**meta, "section": section, "plan": plan.summary(), "checks": checks}
 
     entry = ctx.stages.run(
         f"backend:{ctx.backend.NAME}", produce, inputs=inputs,
         params={"target": recipe.target, "policy": policy, "shapes": ctx.shapes, "lengths": ctx.lengths, "accuracy": recipe.accuracy, "speaker": graph.speaker},
-        libraries=tuple(ctx.backend.LIBRARIES), device=cpu_device(),
+        libraries=tuple(ctx.backend.LIBRARIES), device=build_device(ctx),
     )
     return CompiledRecord(
         graph=graph, entry=entry, key=entry.key, section=entry.meta["section"], plan=entry.meta["plan"],
@@ -247,7 +278,7 @@ def _check_backend(ctx: BuildContext, graph: GraphRecord, folder: Path, section:
     return checks
 
 
-def _accuracy_aware(ctx: BuildContext, graph: GraphRecord, plan: Any, graph_file: Path, feeds: list[dict[str, np.ndarray]]) -> tuple[Any, dict[str, Any]]:
+def _accuracy_aware(ctx: BuildContext, graph: GraphRecord, plan: Any, feeds: list[dict[str, np.ndarray]]) -> tuple[Any, dict[str, Any]]:
     """Quantize, and while the budget fails keep more of the most sensitive layers in fp32."""
     from ..capture.export import graph_inputs
     from ..precision.search import Trial, search
@@ -263,7 +294,7 @@ def _accuracy_aware(ctx: BuildContext, graph: GraphRecord, plan: Any, graph_file
         candidate = dataclasses.replace(plan, keep_fp32=[name for name in plan.layers if name in set(plan.keep_fp32) | set(extra)])
         folder = trial_root / f"keep-{len(extra)}"
         folder.mkdir(parents=True, exist_ok=True)
-        section = ctx.backend.build(graph_file, ctx.recipe.target, folder, candidate, shapes=ctx.shapes, workdir=ctx.workdir)
+        section = backend_build(ctx, graph, folder, candidate)
         try:
             checks = _check_backend(ctx, graph, folder, section, candidate)
         except GateFailure as exc:
@@ -298,7 +329,6 @@ def _accuracy_aware(ctx: BuildContext, graph: GraphRecord, plan: Any, graph_file
 
 def assemble(ctx: BuildContext, source: SourceRecord, compiled: CompiledRecord, writer: Any) -> dict[str, Any]:
     """Golden set, manifest, evaluation in a fresh runtime process, report: the artifact stage."""
-    from ..cache.store import cpu_device
 
     recipe, component, graph = ctx.recipe, ctx.component, compiled.graph
 
@@ -358,7 +388,7 @@ def assemble(ctx: BuildContext, source: SourceRecord, compiled: CompiledRecord, 
         "artifact", produce, inputs={"backend": compiled.key},
         params={"name": recipe.name, "version": recipe.version, "golden": recipe.golden, "accuracy": recipe.accuracy, "latency": recipe.latency,
                 "target": recipe.target, "shapes": ctx.shapes, "export": recipe.export},
-        libraries=LIBRARIES, device=cpu_device(),
+        libraries=LIBRARIES, device=build_device(ctx),
     )
     copy_files(entry, writer.dir, exclude=(MANIFEST, MANIFEST_DIGEST))
     return entry.meta
@@ -369,7 +399,6 @@ def _bound_evaluation(ctx: BuildContext, graph: GraphRecord, folder: Path, manif
     machine. The first voice bound there is measured whole (in a fresh process, with the speed-up goals'
     eager timing) and its latency stored; later voices measure accuracy only and read that latency,
     which names the voice it was timed on."""
-    from ..cache.store import cpu_device
 
     architecture = next(record["params"]["architecture"] for record in graph.passes if record["name"] == "bind_weights")
     result: dict[str, Any] = {}
@@ -388,7 +417,7 @@ def _bound_evaluation(ctx: BuildContext, graph: GraphRecord, folder: Path, manif
     entry = ctx.stages.run(
         "architecture-latency", produce, inputs={"architecture": architecture},
         params={"target": ctx.recipe.target, "shapes": ctx.shapes, "latency": ctx.recipe.latency, "plan": manifest["precision"]},
-        libraries=LIBRARIES, device=cpu_device(),
+        libraries=LIBRARIES, device=build_device(ctx),
     )
     if "now" in result:
         return result["now"]

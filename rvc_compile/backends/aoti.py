@@ -1,0 +1,307 @@
+"""AOTInductor backend (CPU, and CUDA where a GPU is present): the captured ``torch.export`` program
+compiled ahead of time by TorchInductor into one ``.pt2`` package, with the recipe's dynamic frame range.
+
+Unlike the ONNX backends it compiles the torch program (``PROGRAM``: capture saves it beside the ONNX
+graph; the layer names and the precision plan still come from that graph). Precision is applied to the
+program before compiling: every layer of the plan's ``low_precision_layers`` (convolutions and linear
+layers, named by module path as ``precision.layers`` names them) takes its input and weights in bf16 or
+fp16 and hands its output back in fp32, so the activations between layers, the residual adds and every
+layer the policy keeps fp32 stay fp32: real fp32 islands. The NSF source is on the host already
+(``host_source``). CPU code is generated for the target's ISA class (``-march`` and vector width), not
+for the build machine; CUDA artifacts capture a CUDA graph per input shape for static-shape graphs.
+
+Its runtime needs torch (the package's loader is torch's): the manifest says so, and ``load`` is the only
+place that imports it, so ``rvc_compile.runtime`` stays importable without torch for the other backends.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArtifactError, BuildError, RecipeError, first_line
+
+NAME = "aoti"
+MODEL_FILE = "model.pt2"
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("cpu", "cuda")
+ISA_EMULATION = False  # Inductor's C++ is compiled for the target class (-march); oneDNN's cap does not change it
+LIBRARIES = ("torch", "numpy")
+COMPILE_CACHE = False  # the package is the compiled form: loading it compiles nothing
+PROGRAM = True  # compiles the captured torch.export program (build.steps.PROGRAM_FILE), not the ONNX graph
+# Weighted ATen ops a low-precision plan lowers (their layer is the module that called them).
+LOWERED_OPS = ("conv1d", "conv_transpose1d", "conv2d", "convolution", "linear")
+DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+# ISA class -> (gcc -march, Inductor's vector width): the code runs on every CPU of the class.
+CODEGEN = {
+    "avx2": ("x86-64-v3", 256), "avx2-vnni": ("x86-64-v3", 256),
+    "avx512": ("x86-64-v4", 512), "avx512-vnni": ("x86-64-v4", 512), "avx512-bf16": ("x86-64-v4", 512), "amx": ("x86-64-v4", 512),
+}
+_NO_FP16 = "CPUs here have no fp16 arithmetic: oneDNN converts every fp16 convolution (slower than fp32; use bf16 or fp32)"
+SLOW_PRECISIONS = {
+    name: {"fp16": _NO_FP16, **({} if name in ("avx512-bf16", "amx") else {"bf16": "no native bf16: emulated, slower than fp32"})}
+    for name in CODEGEN
+}
+
+
+def check_target(target: Any) -> None:
+    if target.device not in DEVICES:
+        raise RecipeError(f"target.device: the aoti backend supports {', '.join(DEVICES)}, not {target.device!r}")
+    if target.precision not in PRECISIONS:
+        hint = " (int8 needs PT2E quantization, not built yet; use the openvino or onnxruntime backend for int8)" if target.precision == "int8" else ""
+        raise RecipeError(f"target.precision: the aoti backend supports {', '.join(PRECISIONS)}, not {target.precision!r}{hint}")
+    if target.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RecipeError(
+                f"target.device: cuda needs an NVIDIA GPU and a CUDA build of torch on the build machine (torch {torch.__version__} "
+                "sees no GPU here): the artifact is compiled and checked on the GPU"
+            )
+        return
+    from ..machine import resolve_target_cpu
+
+    isa = resolve_target_cpu(target.cpu)
+    if isa.name not in CODEGEN:
+        raise RecipeError(f"target.cpu: the aoti backend generates code for x86-64 CPUs with AVX2 or newer; {isa.name} is not one")
+    if target.precision == "bf16" and not isa.native_bf16:
+        where = "this machine" if target.cpu == "auto" else f"target.cpu {target.cpu}"
+        raise RecipeError(f"target.precision: bf16 on the aoti backend needs native bf16 (AVX-512 BF16 or AMX); {where} is {isa.name}, "
+                          "where bf16 is emulated and slower than fp32 (use fp32)")
+
+
+def check_policy(target: Any, policy: Any) -> None:
+    """Every fp32 island is kept (layers are lowered one by one); int8 is refused by check_target."""
+
+
+def codegen(target: Any) -> dict[str, Any]:
+    """The ISA the package's CPU code is generated for: the target's class, whatever this machine has."""
+    if target.device == "cuda":
+        return {"device": "cuda"}
+    from ..machine import resolve_target_cpu
+
+    isa = resolve_target_cpu(target.cpu)
+    march, simdlen = CODEGEN[isa.name]
+    return {"device": "cpu", "isa_class": isa.name, "march": march, "simdlen": simdlen}
+
+
+# -- precision: lower the plan's layers in the program ---------------------------------------------
+
+def _op_name(node: Any) -> str | None:
+    import torch
+
+    if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+        return None
+    return node.target._schema.name.split("::")[-1]
+
+
+def _module_path(node: Any) -> str | None:
+    stack = node.meta.get("nn_module_stack") or {}
+    paths = [path for path, _ in stack.values() if path]
+    return paths[-1] if paths else None
+
+
+def layer_names(graph: Any) -> dict[Any, str]:
+    """The weighted nodes of an FX graph -> their layer names, as ``precision.layers.name_layers`` names the
+    ONNX nodes: the calling module's path, ``#n`` for a module's later calls."""
+    names, used = {}, set()
+    for node in graph.nodes:
+        if _op_name(node) not in LOWERED_OPS:
+            continue
+        path = _module_path(node)
+        if path is None:
+            continue
+        name, count = path, 0
+        while name in used:
+            count += 1
+            name = f"{path}#{count}"
+        used.add(name)
+        names[node] = name
+    return names
+
+
+def lower(module: Any, layers: list[str], dtype_name: str) -> list[str]:
+    """Run ``layers`` of ``module`` (an unlifted FX GraphModule, ``ExportedProgram.module()``) in ``dtype_name``:
+    their input is cast down, their weights are stored in that dtype, their output is cast back to fp32.
+    Returns the layers lowered (those of ``layers`` the graph has)."""
+    import torch
+
+    dtype = getattr(torch, DTYPES[dtype_name])
+    graph = module.graph
+    wanted = set(layers)
+    named = {node: name for node, name in layer_names(graph).items() if name in wanted}
+    lowered_users = set(named)
+    converted: set[str] = set()
+    for node, name in named.items():
+        args = list(node.args)
+        for index in range(min(3, len(args))):  # input, weight, bias
+            arg = args[index]
+            if not isinstance(arg, torch.fx.Node):
+                continue
+            if arg.op == "get_attr" and all(user in lowered_users for user in arg.users):
+                if arg.target not in converted:  # stored in the low dtype: no cast at run time
+                    owner, _, leaf = arg.target.rpartition(".")
+                    holder = module.get_submodule(owner) if owner else module
+                    tensor = getattr(holder, leaf)
+                    setattr(holder, leaf, torch.nn.Parameter(tensor.detach().to(dtype), requires_grad=False))
+                    converted.add(arg.target)
+                continue
+            with graph.inserting_before(node):
+                args[index] = graph.call_function(torch.ops.aten._to_copy.default, (arg,), {"dtype": dtype})
+        node.args = tuple(args)
+        with graph.inserting_after(node):
+            back = graph.call_function(torch.ops.aten._to_copy.default, (node,), {"dtype": torch.float32})
+        node.replace_all_uses_with(back, delete_user_cb=lambda user: user is not back)
+    graph.lint()
+    module.recompile()
+    return list(named.values())
+
+
+# -- build -----------------------------------------------------------------------------------------
+
+def _export_again(module: Any, example: tuple, program_shapes: dict[str, Any]) -> Any:
+    import torch
+
+    from ..capture.export import program_shapes as dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.export.export(module, example, dynamic_shapes=dynamic(module, program_shapes))
+
+
+def build(onnx_path: Path, target: Any, out_dir: Path, plan: Any, *, shapes: Any = None, workdir: Path | None = None,
+          program: Path | None = None, program_shapes: dict[str, Any] | None = None) -> dict[str, Any]:
+    import torch
+
+    if program is None or program_shapes is None:
+        raise BuildError("the aoti backend compiles the captured torch program, and the capture stage saved none")
+    exported = torch.export.load(str(program))
+    example = tuple(exported.example_inputs[0])
+    device = "cuda" if target.device == "cuda" else "cpu"
+    lowered: list[str] = []
+    if plan.precision != "fp32" or device != "cpu":
+        module = exported.module()
+        if plan.precision != "fp32":
+            lowered = lower(module, list(plan.low_precision_layers), plan.precision)
+        module = module.to(device)
+        example = tuple(tensor.to(device) for tensor in example)
+        exported = _export_again(module, example, program_shapes)
+    generated = codegen(target)
+    configs: dict[str, Any] = {}
+    if device == "cpu":
+        configs = {"cpp.march": generated["march"], "cpp.simdlen": generated["simdlen"]}
+    out = Path(out_dir) / MODEL_FILE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch._inductor.aoti_compile_and_package(exported, package_path=str(out), inductor_configs=dict(configs))
+    except Exception as exc:  # Inductor and the C++ compiler raise many types
+        raise BuildError(f"AOTInductor could not compile the program: {type(exc).__name__}: {first_line(exc, 300, type(exc).__name__)}") from exc
+    missing = sorted(set(plan.low_precision_layers) - set(lowered)) if plan.precision != "fp32" else []
+    return {
+        "name": NAME,
+        "library_version": torch.__version__,
+        "files": {"model": MODEL_FILE},
+        # Loading needs torch (its AOTInductor loader), of the version that compiled the package.
+        "requires": {"torch": torch.__version__.split("+")[0]},
+        "device": device,
+        "input_names": list(program_shapes["names"]),
+        "threads": int(target.threads),
+        "codegen": generated,
+        "inductor_configs": configs,
+        "lowered": {"dtype": DTYPES.get(plan.precision), "layers": len(lowered), "not_found": missing},
+        "cuda_graphs": device == "cuda" and program_shapes.get("static_frames") is not None,
+        "precision": plan.summary(),
+    }
+
+
+# -- runtime ---------------------------------------------------------------------------------------
+
+def adapt_to_cpu(section: dict[str, Any], isa: Any) -> tuple[dict[str, Any], list[str]]:
+    """Refuse a CPU the package's code cannot run on (it lacks the compiled class's features: the
+    process would die on an illegal instruction); else nothing changes."""
+    from ..machine import ISA_CLASSES
+
+    built_for = section.get("codegen", {}).get("isa_class")
+    if section.get("device", "cpu") == "cpu" and built_for in ISA_CLASSES and not isa.runs_as(ISA_CLASSES[built_for]):
+        missing = ", ".join(sorted(ISA_CLASSES[built_for].features - isa.features))
+        raise ArtifactError(f"this aoti artifact's code was compiled for {built_for} CPUs and this {isa.name} CPU lacks {missing}; rebuild it with target.cpu: {isa.name}")
+    return section, []
+
+
+def _import_torch(section: dict[str, Any]) -> Any:
+    wanted = section.get("requires", {}).get("torch", "?")
+    try:
+        import torch
+    except ImportError:
+        raise ArtifactError(f"this artifact was compiled with AOTInductor and its runtime needs torch {wanted} (pip install torch=={wanted})") from None
+    have = torch.__version__.split("+")[0]
+    if have.split(".")[:2] != str(wanted).split(".")[:2]:
+        raise ArtifactError(f"this AOTInductor package was compiled by torch {wanted} and this torch is {have}: install torch=={wanted}, or rebuild the artifact")
+    return torch
+
+
+class Runner:
+    """One loaded package. Calls are serialised (a package runs one call at a time per model instance);
+    on CUDA with ``cuda_graphs``, each input shape is captured once as a CUDA graph and replayed."""
+
+    def __init__(self, path: Path, section: dict[str, Any], threads: int | None = None):
+        torch = _import_torch(section)
+        self._torch = torch
+        self.device = section.get("device", "cpu")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ArtifactError(f"{path}: this aoti artifact runs on an NVIDIA GPU and torch sees none here")
+        if self.device == "cpu":
+            torch.set_num_threads(int(threads or section.get("threads", 1)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.model = torch._inductor.aoti_load_package(str(path))
+        self.input_names = list(section["input_names"])
+        self._lock = threading.Lock()
+        self._graphs: dict[tuple, Any] | None = {} if section.get("cuda_graphs") else None
+
+    def _call(self, tensors: list[Any]) -> Any:
+        out = self.model(*tensors)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    def _replay(self, tensors: list[Any]) -> Any:
+        """CUDA graph per input shape: captured on first use (after a warm-up run), then replayed."""
+        torch = self._torch
+        key = tuple((tuple(t.shape), t.dtype) for t in tensors)
+        entry = self._graphs.get(key)
+        if entry is None:
+            static = [t.clone() for t in tensors]
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                self._call(static)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    output = self._call(static)
+            except Exception as exc:  # a package whose kernels cannot be captured: run it plainly
+                warnings.warn(f"CUDA graph capture failed, running without it ({first_line(exc, 120)})", RuntimeWarning, stacklevel=3)
+                self._graphs = None
+                return self._call(tensors)
+            entry = self._graphs[key] = (graph, static, output)
+        graph, static, output = entry
+        for slot, tensor in zip(static, tensors):
+            slot.copy_(tensor)
+        graph.replay()
+        return output
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
+        tensors = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device) for name in self.input_names]
+        with self._lock, torch.inference_mode():
+            out = self._replay(tensors) if self._graphs is not None else self._call(tensors)
+            return out.float().cpu().numpy()
+
+
+def load(artifact_dir: Path, backend: dict[str, Any], threads: int | None = None, cache_dir: Path | None = None) -> Runner:
+    return Runner(Path(artifact_dir) / backend["files"]["model"], backend, threads)

@@ -1,0 +1,204 @@
+"""The AOTInductor backend (backends/aoti.py): layers lowered with real fp32 islands, named as the ONNX
+graph names them; what it refuses; and a real build on a small model, loaded with and without torch.
+
+The CUDA path is the same code with device cuda (benchmarks/gpu_check.sh runs it on a GPU); here it is
+covered by these CPU builds and by its refusal on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from rvc_compile.build.pipeline import build
+from rvc_compile.errors import ArtifactError, RecipeError
+from rvc_compile.recipe.schema import load_recipe
+
+torch = pytest.importorskip("torch")
+
+
+class Tiny(torch.nn.Module):
+    """Two convolutions (the first called twice) and a linear head, as a voice's layers are."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = torch.nn.Conv1d(4, 4, 3, padding=1)
+        self.conv_b = torch.nn.Conv1d(4, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = torch.nn.functional.leaky_relu(self.conv_a(x), 0.1)
+        h = self.conv_b(self.conv_a(h)) + h
+        return self.head(h.transpose(1, 2))
+
+
+def _program(model, x):
+    with torch.no_grad():
+        return torch.export.export(model.eval(), (x,))
+
+
+def test_layer_names_are_the_onnx_graphs_names(tmp_path):
+    import onnx
+
+    from rvc_compile.backends.aoti import layer_names
+    from rvc_compile.precision.layers import name_layers
+
+    torch.manual_seed(0)
+    model, x = Tiny(), torch.randn(1, 4, 16)
+    torch.onnx.export(model.eval(), (x,), str(tmp_path / "tiny.onnx"), dynamo=True, verbose=False).save(str(tmp_path / "tiny.onnx"))
+    onnx_names = name_layers(onnx.load(str(tmp_path / "tiny.onnx")))
+    fx_names = list(layer_names(_program(model, x).module().graph).values())
+    assert fx_names == ["conv_a", "conv_a#1", "conv_b", "head"]
+    assert sorted(fx_names) == sorted(onnx_names)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_lower_runs_the_plan_layers_low_and_keeps_the_rest_fp32(precision):
+    from rvc_compile.backends.aoti import DTYPES, layer_names, lower
+
+    torch.manual_seed(0)
+    model, x = Tiny(), torch.randn(1, 4, 16)
+    with torch.no_grad():
+        expected = model(x)
+    module = _program(model, x).module()
+    lowered = lower(module, ["conv_a", "conv_a#1", "head", "no_such_layer"], precision)
+    assert lowered == ["conv_a", "conv_a#1", "head"]
+    dtype = getattr(torch, DTYPES[precision])
+    assert module.conv_a.weight.dtype == dtype and module.head.weight.dtype == dtype
+    assert module.conv_b.weight.dtype == torch.float32  # the island: its weights, input and output stay fp32
+    nodes = {name: node for node, name in layer_names(module.graph).items()}
+    cast = torch.ops.aten._to_copy.default
+    assert nodes["conv_a"].args[0].target == cast and nodes["conv_a"].args[0].kwargs == {"dtype": dtype}
+    assert [user.target for user in nodes["conv_a#1"].users] == [cast]  # handed back in fp32 ...
+    assert nodes["conv_b"].args[0].kwargs == {"dtype": torch.float32}  # ... which the island takes as it is
+    with torch.no_grad():
+        got = module(x)
+    assert got.dtype == torch.float32
+    error = float((got - expected).norm() / expected.norm())
+    assert 0 < error < 2e-2, error  # rounded (so really lowered), and close
+
+
+def test_a_cpu_without_the_compiled_class_is_refused():
+    from rvc_compile.backends.aoti import adapt_to_cpu
+    from rvc_compile.machine import ISA_CLASSES
+
+    section = {"device": "cpu", "codegen": {"isa_class": "avx512"}}
+    with pytest.raises(ArtifactError, match="compiled for avx512 CPUs and this avx2 CPU lacks avx512"):
+        adapt_to_cpu(section, ISA_CLASSES["avx2"])
+    assert adapt_to_cpu(section, ISA_CLASSES["amx"]) == (section, [])
+
+
+RECIPE = """
+name: {name}
+version: 1.0.0
+source:
+  checkpoint: {checkpoint}
+target:
+  backend: aoti
+  device: cpu
+  precision: {precision}
+  cpu: avx2          # code for every AVX2 CPU, whatever this one has
+  threads: 2
+shapes:
+  mode: dynamic
+  min_frames: 8
+  opt_frames: 60
+  max_frames: 400
+passes:
+  - name: fold_weight_norm
+  - name: fold_speaker
+    speaker: 0
+  - name: host_source
+precision_policy:
+  keep_fp32: [enc_p, flow, dec.conv_post]
+accuracy:
+  min_snr_db: 25.0
+latency:
+  seconds: [0.25]
+  repeat: 1
+  warmup: 0
+golden:
+  seconds: [0.3, 1.0]
+  noise: seed:3
+output_dir: {output}
+"""
+
+
+def write_aoti_recipe(directory: Path, checkpoint: Path, *, precision: str = "fp16", name: str = "voice-aoti") -> Path:
+    path = directory / f"{name}.yaml"
+    path.write_text(RECIPE.format(name=name, checkpoint=checkpoint, precision=precision, output=directory / "artifacts"))
+    return path
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["passes=[{name: host_source}, {name: simplify, tool: onnxslim}]"], "passes: simplify rewrite.*aoti backend does not compile"),
+    (["passes=[{name: host_source}]", "source.bind_weights=true"], "source.bind_weights: .*aoti backend compiles each voice's own program"),
+    (["target.precision=int8", "calibration.source=generated"], "target.precision: the aoti backend supports fp32, bf16, fp16, not 'int8'"),
+])
+def test_what_the_backend_cannot_honour_is_refused_before_any_work(tmp_path, checkpoint_factory, overrides, match):
+    recipe = load_recipe(write_aoti_recipe(tmp_path, checkpoint_factory()), overrides)
+    with pytest.raises(RecipeError, match=match):
+        build(recipe, cache_dir=tmp_path / "cache", log=lambda message: None)
+    assert not (tmp_path / "artifacts").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_a_recipe_error(tmp_path, checkpoint_factory):
+    recipe = load_recipe(write_aoti_recipe(tmp_path, checkpoint_factory()), ["target.device=cuda"])
+    with pytest.raises(RecipeError, match="target.device: cuda needs an NVIDIA GPU"):
+        build(recipe, cache_dir=tmp_path / "cache", log=lambda message: None)
+
+
+def test_tensorrt_is_refused_with_the_reason(tmp_path, checkpoint_factory):
+    recipe = load_recipe(write_aoti_recipe(tmp_path, checkpoint_factory()), ["target.backend=tensorrt"])
+    with pytest.raises(RecipeError, match="NVIDIA's own package index.*use the aoti backend"):
+        build(recipe, cache_dir=tmp_path / "cache", log=lambda message: None)
+
+
+@pytest.mark.slow
+def test_fp16_build_on_cpu_verifies_and_loads_only_with_torch(tmp_path, checkpoint_factory):
+    """fp16 runs on every CPU (slowly): the lowering and its islands, checked at every length by the
+    build, then verified and loaded as a user would; without torch the runtime still imports."""
+    recipe = load_recipe(write_aoti_recipe(tmp_path, checkpoint_factory()))
+    artifact = build(recipe, cache_dir=tmp_path / "cache", log=lambda message: None).path
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    section = manifest["backend"]
+    assert section["name"] == "aoti" and (artifact / section["files"]["model"]).is_file()
+    assert section["requires"] == {"torch": torch.__version__.split("+")[0]}
+    assert section["codegen"] == {"device": "cpu", "isa_class": "avx2", "march": "x86-64-v3", "simdlen": 256}
+    plan = manifest["precision"]
+    assert section["lowered"] == {"dtype": "float16", "layers": plan["low_precision_layers"], "not_found": []}
+    assert plan["low_precision_layers"] > 0 and any(name.startswith("dec.conv_post") for name in plan["keep_fp32"])
+    report = json.loads((artifact / "report.json").read_text())
+    backend_checks = [check for check in report["multi_length_checks"] if check["stage"].startswith("backend aoti fp16")]
+    assert len(backend_checks) == 3 and all(check["passed"] for check in backend_checks)
+
+    verified = run_cli("verify", artifact, "--json", "--skip-latency")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    import rvc_compile.runtime
+
+    voice = rvc_compile.runtime.load(artifact)
+    case = np.load(artifact / "golden" / "golden-0.3s.npz")
+    audio = voice.infer(case["features"][0], case["f0"][0], noise="zero")
+    assert audio.dtype == np.float32 and np.isfinite(audio).all() and audio.size == case["features"].shape[1] * voice.spec.hop_length
+
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None   # no torch installed
+        import rvc_compile.runtime
+        try:
+            rvc_compile.runtime.load({str(artifact)!r})
+        except rvc_compile.errors.ArtifactError as exc:
+            print(exc)
+    """)
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert process.returncode == 0, process.stderr
+    assert "compiled with AOTInductor and its runtime needs torch" in process.stdout
