@@ -8,6 +8,7 @@ covered by these CPU builds and by its refusal on a machine without a GPU.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ from rvc_compile.errors import ArtifactError, RecipeError
 from rvc_compile.recipe.schema import load_recipe
 
 torch = pytest.importorskip("torch")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Tiny(torch.nn.Module):
@@ -202,3 +204,25 @@ def test_fp16_build_on_cpu_verifies_and_loads_only_with_torch(tmp_path, checkpoi
     process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert process.returncode == 0, process.stderr
     assert "compiled with AOTInductor and its runtime needs torch" in process.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_its_whole_path_on_a_cpu(tmp_path):
+    """benchmarks/gpu_check.sh is run on GPU machines only; its path (capture, aoti build with the GPU
+    recipe's islands, verification, interleaved timing, JSON) runs here on a CPU with a small voice."""
+    out = tmp_path / "gpu_check.json"
+    process = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--size", "small", "--seconds", "0.5",
+         "--precisions", "fp16", "--repeat", "2", "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert process.returncode == 0, process.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu" and result["islands"] == ["enc_p", "flow", "dec.noise_convs", "dec.conv_post"]
+    assert set(result["packages"]) == {"aoti-fp16", "aoti-fp16-static25"}
+    cases = {(row["seconds"], row["block"]): row for row in result["cases"]}
+    assert set(cases) == {(0.5, False), (0.25, True)}
+    for row in cases.values():
+        assert all(ms > 0 for ms in row["ms"].values()) and "eager-fp16" in row["ms"]
+        assert all(snr > 30 for label, snr in row["snr_db"].items() if label.startswith("aoti")), row["snr_db"]
+    assert set(result["target"]) == {"what", "best_speedup", "met"}
