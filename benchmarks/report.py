@@ -522,6 +522,44 @@ def _scale_section(results: Path) -> list[str]:
     return lines
 
 
+def _aoti_section(results: Path) -> list[str]:
+    """AOTInductor beside the ONNX backends on this CPU (results/aoti_cpu.json, one ``rvc-compile bench``
+    run), and on a GPU where ``benchmarks/gpu_check.sh`` has written results/gpu_check.json."""
+    lines = ["## AOTInductor (CPU, and GPU where one was lent)", ""]
+    path = Path(results) / "aoti_cpu.json"
+    if not path.exists():
+        lines += ["Not measured yet: build recipes/cpu-bf16-aoti.yaml and bench it beside the ONNX artifacts (docs/AOTI.md).", ""]
+    else:
+        bench = json.loads(path.read_text())
+        machine = bench["machine"]
+        accuracy = {source["label"]: source.get("report") or {} for source in bench["sources"]}
+        lines += [
+            f"One interleaved `rvc-compile bench` run on {machine['cpu']}, {machine['cores']} cores, flags {' '.join(machine['flags'])}, "
+            f"{machine['threads']} threads, torch {machine['libraries'].get('torch')}; full-size v2 40k voice (random weights). "
+            "How the backend works: [AOTI.md](AOTI.md).", "",
+            "| source | " + " | ".join(f"{s:g} s p50 ms (x eager)" for s in bench["settings"]["seconds"]) + " | worst golden SNR dB | peak MB |",
+            "|---|" + "---:|" * (len(bench["settings"]["seconds"]) + 2),
+        ]
+        for source in bench["sources"]:
+            label = source["label"]
+            rows = {row["seconds"]: row for row in bench["results"] if row["source"] == label and row["status"] == "ok"}
+            cells = [f"{rows[s]['p50_ms']:.0f} ({rows[s]['speedup_vs_first']:.2f}x)" if s in rows else "-" for s in bench["settings"]["seconds"]]
+            snr = accuracy[label].get("min_snr_db")
+            peak = max((row.get("peak_rss_mb") or 0) for row in rows.values()) if rows else 0
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {snr:.1f} | {peak:.0f} |" if snr is not None else f"| {label} | " + " | ".join(cells) + f" | exact | {peak:.0f} |")
+        lines.append("")
+    gpu = Path(results) / "gpu_check.json"
+    if gpu.exists():
+        check = json.loads(gpu.read_text())
+        lines += [f"GPU ({check['device']}, torch {check['torch']}, `benchmarks/gpu_check.sh`): " + "; ".join(
+            f"{row['seconds']:g} s{' blocks' if row['block'] else ''}: " + ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_vs_eager_fp16"].items())
+            for row in check["cases"]) + f" against eager fp16. Target 3x on 0.5 s: {'met' if check.get('target', {}).get('met') else 'not met'}.", ""]
+    else:
+        lines += ["GPU: no GPU machine was lent to the sessions so far; `bash benchmarks/gpu_check.sh` on one writes "
+                  "results/gpu_check.json, which this section then shows.", ""]
+    return lines
+
+
 def render(results: Path, doc: Path) -> Path:
     results, doc = Path(results), Path(doc)
     run, builds, floor = _load(results, "run"), _load(results, "builds"), _load(results, "floor")
@@ -558,6 +596,7 @@ def render(results: Path, doc: Path) -> Path:
         *_stream_section(results),
         *_training_section(results),
         *_scale_section(results),
+        *_aoti_section(results),
         f"## {TARGET_SECONDS:g} s of audio",
         "",
         machine,
