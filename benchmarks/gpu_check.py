@@ -53,6 +53,7 @@ def _model(checkpoint: Path, workdir: Path) -> tuple[object, object, list[str], 
 
 def _compile(model, spec, names, component, recipe, precision: str, device: str, static: int | None, workdir: Path) -> tuple[Path, dict, float]:
     from rvc_compile.backends import aoti
+    from rvc_compile.backends.program import layer_names
     from rvc_compile.capture.export import export_program
     from rvc_compile.precision.layers import resolve
     from rvc_compile.precision.plan import PrecisionPlan
@@ -62,7 +63,7 @@ def _compile(model, spec, names, component, recipe, precision: str, device: str,
                             static_frames=static, component=component)
     import torch
 
-    layers = list(aoti.layer_names(torch.export.load(str(folder / "program.pt2")).module().graph).values())
+    layers = list(layer_names(torch.export.load(str(folder / "program.pt2")).module().graph).values())
     keep = resolve(recipe.precision_policy.keep_fp32, layers, "precision_policy.keep_fp32")
     plan = PrecisionPlan(precision=precision, layers=layers, keep_fp32=keep)
     target = types.SimpleNamespace(device=device, precision=precision, threads=2, cpu="auto")

@@ -49,7 +49,7 @@ def _program(model, x):
 def test_layer_names_are_the_onnx_graphs_names(tmp_path):
     import onnx
 
-    from rvc_compile.backends.aoti import layer_names
+    from rvc_compile.backends.program import layer_names
     from rvc_compile.precision.layers import name_layers
 
     torch.manual_seed(0)
@@ -63,7 +63,7 @@ def test_layer_names_are_the_onnx_graphs_names(tmp_path):
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_lower_runs_the_plan_layers_low_and_keeps_the_rest_fp32(precision):
-    from rvc_compile.backends.aoti import DTYPES, layer_names, lower
+    from rvc_compile.backends.program import DTYPES, layer_names, lower
 
     torch.manual_seed(0)
     model, x = Tiny(), torch.randn(1, 4, 16)
@@ -85,6 +85,38 @@ def test_lower_runs_the_plan_layers_low_and_keeps_the_rest_fp32(precision):
     assert got.dtype == torch.float32
     error = float((got - expected).norm() / expected.norm())
     assert 0 < error < 2e-2, error  # rounded (so really lowered), and close
+
+
+class Convs(torch.nn.Module):
+    """Every argument a voice's 1-d convolutions use: stride, padding, dilation, groups, output padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = torch.nn.ConvTranspose1d(8, 4, 4, stride=2, padding=1, output_padding=0)
+        self.dilated = torch.nn.Conv1d(4, 4, 3, padding=2, dilation=2, groups=2)
+        self.down = torch.nn.Conv1d(4, 6, 5, stride=2, padding=2, bias=False)
+        self.odd = torch.nn.ConvTranspose1d(6, 2, 3, stride=3, padding=1, output_padding=1, dilation=1)
+
+    def forward(self, x):
+        h = torch.nn.functional.leaky_relu(self.up(x), 0.1)
+        h = self.dilated(h) + h
+        return self.odd(self.down(h))
+
+
+def test_channels_last_convolutions_are_exact_at_several_lengths():
+    from rvc_compile.backends.program import channels_last
+
+    torch.manual_seed(0)
+    model = Convs().eval()
+    frames = torch.export.Dim("frames", min=4, max=64)
+    program = torch.export.export(model, (torch.randn(1, 8, 16),), dynamic_shapes=({2: frames},))
+    module = program.module()
+    assert channels_last(module) == 4
+    assert not [node for node in module.graph.nodes if "conv1d" in str(node.target) or "conv_transpose1d" in str(node.target)]
+    for length in (4, 17, 64):
+        x = torch.randn(1, 8, length)
+        with torch.no_grad():
+            np.testing.assert_allclose(module(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_a_cpu_without_the_compiled_class_is_refused():

@@ -7,8 +7,10 @@ program before compiling: every layer of the plan's ``low_precision_layers`` (co
 layers, named by module path as ``precision.layers`` names them) takes its input and weights in bf16 or
 fp16 and hands its output back in fp32, so the activations between layers, the residual adds and every
 layer the policy keeps fp32 stay fp32: real fp32 islands. The NSF source is on the host already
-(``host_source``). CPU code is generated for the target's ISA class (``-march`` and vector width), not
-for the build machine; CUDA artifacts capture a CUDA graph per input shape for static-shape graphs.
+(``host_source``). On CPUs every 1-d convolution runs as a channels-last 2-d one (``program.channels_last``),
+which removes oneDNN's layout reorders around each. CPU code is generated for the target's ISA class
+(``-march`` and vector width), not for the build machine; CUDA artifacts capture a CUDA graph per input
+shape for static-shape graphs. The program rewrites are ``backends.program``'s.
 
 Its runtime needs torch (the package's loader is torch's): the manifest says so, and ``load`` is the only
 place that imports it, so ``rvc_compile.runtime`` stays importable without torch for the other backends.
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, BuildError, RecipeError, first_line
+from .program import DTYPES, channels_last, lower
 
 NAME = "aoti"
 MODEL_FILE = "model.pt2"
@@ -33,9 +36,6 @@ ISA_EMULATION = False  # Inductor's C++ is compiled for the target class (-march
 LIBRARIES = ("torch", "numpy")
 COMPILE_CACHE = False  # the package is the compiled form: loading it compiles nothing
 PROGRAM = True  # compiles the captured torch.export program (build.steps.PROGRAM_FILE), not the ONNX graph
-# Weighted ATen ops a low-precision plan lowers (their layer is the module that called them).
-LOWERED_OPS = ("conv1d", "conv_transpose1d", "conv2d", "convolution", "linear")
-DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 # ISA class -> (gcc -march, Inductor's vector width): the code runs on every CPU of the class.
 CODEGEN = {
     "avx2": ("x86-64-v3", 256), "avx2-vnni": ("x86-64-v3", 256),
@@ -89,78 +89,6 @@ def codegen(target: Any) -> dict[str, Any]:
     return {"device": "cpu", "isa_class": isa.name, "march": march, "simdlen": simdlen}
 
 
-# -- precision: lower the plan's layers in the program ---------------------------------------------
-
-def _op_name(node: Any) -> str | None:
-    import torch
-
-    if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
-        return None
-    return node.target._schema.name.split("::")[-1]
-
-
-def _module_path(node: Any) -> str | None:
-    stack = node.meta.get("nn_module_stack") or {}
-    paths = [path for path, _ in stack.values() if path]
-    return paths[-1] if paths else None
-
-
-def layer_names(graph: Any) -> dict[Any, str]:
-    """The weighted nodes of an FX graph -> their layer names, as ``precision.layers.name_layers`` names the
-    ONNX nodes: the calling module's path, ``#n`` for a module's later calls."""
-    names, used = {}, set()
-    for node in graph.nodes:
-        if _op_name(node) not in LOWERED_OPS:
-            continue
-        path = _module_path(node)
-        if path is None:
-            continue
-        name, count = path, 0
-        while name in used:
-            count += 1
-            name = f"{path}#{count}"
-        used.add(name)
-        names[node] = name
-    return names
-
-
-def lower(module: Any, layers: list[str], dtype_name: str) -> list[str]:
-    """Run ``layers`` of ``module`` (an unlifted FX GraphModule, ``ExportedProgram.module()``) in ``dtype_name``:
-    their input is cast down, their weights are stored in that dtype, their output is cast back to fp32.
-    Returns the layers lowered (those of ``layers`` the graph has)."""
-    import torch
-
-    dtype = getattr(torch, DTYPES[dtype_name])
-    graph = module.graph
-    wanted = set(layers)
-    named = {node: name for node, name in layer_names(graph).items() if name in wanted}
-    lowered_users = set(named)
-    converted: set[str] = set()
-    for node, name in named.items():
-        args = list(node.args)
-        for index in range(min(3, len(args))):  # input, weight, bias
-            arg = args[index]
-            if not isinstance(arg, torch.fx.Node):
-                continue
-            if arg.op == "get_attr" and all(user in lowered_users for user in arg.users):
-                if arg.target not in converted:  # stored in the low dtype: no cast at run time
-                    owner, _, leaf = arg.target.rpartition(".")
-                    holder = module.get_submodule(owner) if owner else module
-                    tensor = getattr(holder, leaf)
-                    setattr(holder, leaf, torch.nn.Parameter(tensor.detach().to(dtype), requires_grad=False))
-                    converted.add(arg.target)
-                continue
-            with graph.inserting_before(node):
-                args[index] = graph.call_function(torch.ops.aten._to_copy.default, (arg,), {"dtype": dtype})
-        node.args = tuple(args)
-        with graph.inserting_after(node):
-            back = graph.call_function(torch.ops.aten._to_copy.default, (node,), {"dtype": torch.float32})
-        node.replace_all_uses_with(back, delete_user_cb=lambda user: user is not back)
-    graph.lint()
-    module.recompile()
-    return list(named.values())
-
-
 # -- build -----------------------------------------------------------------------------------------
 
 def _export_again(module: Any, example: tuple, program_shapes: dict[str, Any]) -> Any:
@@ -182,14 +110,17 @@ def build(onnx_path: Path, target: Any, out_dir: Path, plan: Any, *, shapes: Any
     exported = torch.export.load(str(program))
     example = tuple(exported.example_inputs[0])
     device = "cuda" if target.device == "cuda" else "cpu"
+    module = exported.module()
     lowered: list[str] = []
-    if plan.precision != "fp32" or device != "cpu":
-        module = exported.module()
-        if plan.precision != "fp32":
-            lowered = lower(module, list(plan.low_precision_layers), plan.precision)
-        module = module.to(device)
-        example = tuple(tensor.to(device) for tensor in example)
-        exported = _export_again(module, example, program_shapes)
+    if plan.precision != "fp32":
+        lowered = lower(module, list(plan.low_precision_layers), plan.precision)
+    layout = "ncw"
+    if device == "cpu":  # measured on CPUs only (docs/AOTI.md); CUDA keeps cuDNN's own choice
+        channels_last(module)
+        layout = "channels_last_2d"
+    module = module.to(device)
+    example = tuple(tensor.to(device) for tensor in example)
+    exported = _export_again(module, example, program_shapes)
     generated = codegen(target)
     configs: dict[str, Any] = {}
     if device == "cpu":
@@ -214,6 +145,7 @@ def build(onnx_path: Path, target: Any, out_dir: Path, plan: Any, *, shapes: Any
         "codegen": generated,
         "inductor_configs": configs,
         "lowered": {"dtype": DTYPES.get(plan.precision), "layers": len(lowered), "not_found": missing},
+        "conv_layout": layout,
         "cuda_graphs": device == "cuda" and program_shapes.get("static_frames") is not None,
         "precision": plan.summary(),
     }
