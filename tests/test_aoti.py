@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import numpy as np
@@ -123,10 +124,24 @@ def test_a_cpu_without_the_compiled_class_is_refused():
     from rvc_compile.backends.aoti import adapt_to_cpu
     from rvc_compile.machine import ISA_CLASSES
 
-    section = {"device": "cpu", "codegen": {"isa_class": "avx512"}}
-    with pytest.raises(ArtifactError, match="compiled for avx512 CPUs and this avx2 CPU lacks avx512"):
+    section = {"device": "cpu", "codegen": {"isa_class": "avx512-bf16", "requires": ["avx2", "avx512", "bf16"]}}
+    with pytest.raises(ArtifactError, match="compiled for avx512-bf16 CPUs and this avx2 CPU lacks avx512, bf16"):
         adapt_to_cpu(section, ISA_CLASSES["avx2"])
-    assert adapt_to_cpu(section, ISA_CLASSES["amx"]) == (section, [])
+    assert adapt_to_cpu(section, ISA_CLASSES["amx"]) == (section, [])  # AMX is not in the generated code: oneDNN picks it at run time
+    assert adapt_to_cpu({"device": "cuda"}, ISA_CLASSES["avx2"]) == ({"device": "cuda"}, [])
+
+
+def test_code_is_generated_for_the_target_class_not_this_machine(monkeypatch):
+    from rvc_compile.backends import aoti
+    from rvc_compile import machine
+
+    target = lambda cpu: types.SimpleNamespace(device="cpu", cpu=cpu)  # noqa: E731
+    assert aoti.codegen(target("avx2")) == {"device": "cpu", "isa_class": "avx2", "march": "x86-64-v3", "simdlen": 256, "requires": ["avx2"]}
+    for builder, simdlen in (("avx512-vnni", 512), ("amx", 256)):  # Inductor would add bf16 instructions to 512-bit code on a bf16 CPU
+        monkeypatch.setattr(machine, "machine_isa", lambda builder=builder: machine.ISA_CLASSES[builder])
+        assert aoti.codegen(target("avx512-vnni")) == {"device": "cpu", "isa_class": "avx512-vnni", "march": "x86-64-v4", "simdlen": simdlen,
+                                                       "requires": ["avx2", "avx512"]}
+    assert aoti.codegen(target("amx"))["requires"] == ["avx2", "avx512", "bf16"]
 
 
 RECIPE = """
@@ -206,7 +221,8 @@ def test_fp16_build_on_cpu_verifies_and_loads_only_with_torch(tmp_path, checkpoi
     section = manifest["backend"]
     assert section["name"] == "aoti" and (artifact / section["files"]["model"]).is_file()
     assert section["requires"] == {"torch": torch.__version__.split("+")[0]}
-    assert section["codegen"] == {"device": "cpu", "isa_class": "avx2", "march": "x86-64-v3", "simdlen": 256}
+    assert section["codegen"] == {"device": "cpu", "isa_class": "avx2", "march": "x86-64-v3", "simdlen": 256, "requires": ["avx2"]}
+    assert section["conv_layout"] == "channels_last_2d"
     plan = manifest["precision"]
     assert section["lowered"] == {"dtype": "float16", "layers": plan["low_precision_layers"], "not_found": []}
     assert plan["low_precision_layers"] > 0 and any(name.startswith("dec.conv_post") for name in plan["keep_fp32"])

@@ -79,14 +79,23 @@ def check_policy(target: Any, policy: Any) -> None:
 
 
 def codegen(target: Any) -> dict[str, Any]:
-    """The ISA the package's CPU code is generated for: the target's class, whatever this machine has."""
+    """The ISA the package's CPU code is generated for: the target's class, whatever this machine has,
+    and the CPU features that code needs (``requires``, what ``adapt_to_cpu`` checks). Inductor adds
+    AVX-512 BF16 instructions to 512-bit code on a machine that has them; for a class without bf16 built
+    on such a machine the vectors are 256 bits wide instead (gcc still uses AVX-512 under -march)."""
     if target.device == "cuda":
         return {"device": "cuda"}
-    from ..machine import resolve_target_cpu
+    from ..machine import machine_isa, resolve_target_cpu
 
     isa = resolve_target_cpu(target.cpu)
     march, simdlen = CODEGEN[isa.name]
-    return {"device": "cpu", "isa_class": isa.name, "march": march, "simdlen": simdlen}
+    requires = {"avx2"} | ({"avx512"} if march == "x86-64-v4" else set())
+    if simdlen == 512 and machine_isa().native_bf16:
+        if isa.native_bf16:
+            requires.add("bf16")
+        else:
+            simdlen = 256
+    return {"device": "cpu", "isa_class": isa.name, "march": march, "simdlen": simdlen, "requires": sorted(requires)}
 
 
 # -- build -----------------------------------------------------------------------------------------
@@ -154,14 +163,14 @@ def build(onnx_path: Path, target: Any, out_dir: Path, plan: Any, *, shapes: Any
 # -- runtime ---------------------------------------------------------------------------------------
 
 def adapt_to_cpu(section: dict[str, Any], isa: Any) -> tuple[dict[str, Any], list[str]]:
-    """Refuse a CPU the package's code cannot run on (it lacks the compiled class's features: the
-    process would die on an illegal instruction); else nothing changes."""
-    from ..machine import ISA_CLASSES
-
-    built_for = section.get("codegen", {}).get("isa_class")
-    if section.get("device", "cpu") == "cpu" and built_for in ISA_CLASSES and not isa.runs_as(ISA_CLASSES[built_for]):
-        missing = ", ".join(sorted(ISA_CLASSES[built_for].features - isa.features))
-        raise ArtifactError(f"this aoti artifact's code was compiled for {built_for} CPUs and this {isa.name} CPU lacks {missing}; rebuild it with target.cpu: {isa.name}")
+    """Refuse a CPU without the features the package's code was compiled with (the process would die on
+    an illegal instruction); else nothing changes."""
+    generated = section.get("codegen", {})
+    if section.get("device", "cpu") == "cpu":
+        missing = sorted(set(generated.get("requires", [])) - set(isa.features))
+        if missing:
+            raise ArtifactError(f"this aoti artifact's code was compiled for {generated.get('isa_class')} CPUs and this {isa.name} CPU lacks "
+                                f"{', '.join(missing)}; rebuild it with target.cpu: {isa.name}")
     return section, []
 
 
