@@ -1,4 +1,5 @@
-"""Load and run compiled artifacts in downstream apps: numpy + the backend's library, never torch.
+"""Load and run compiled artifacts in downstream apps: numpy + the backend's library, never torch (except
+for aoti artifacts, whose AOTInductor package torch loads: that backend imports it in its ``load``).
 
     voice = rvc_compile.runtime.load("out/artifacts/demo-voice/1.0.0")
     audio = voice.infer(features, f0, speaker=0, noise="zero")   # float32 [T * hop] at voice.sample_rate
