@@ -548,6 +548,9 @@ def _aoti_section(results: Path) -> list[str]:
             peak = max((row.get("peak_rss_mb") or 0) for row in rows.values()) if rows else 0
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {snr:.1f} | {peak:.0f} |" if snr is not None else f"| {label} | " + " | ".join(cells) + f" | exact | {peak:.0f} |")
         lines.append("")
+        failed = [f"{row['source']} at {row['seconds']:g} s: {row.get('reason') or row.get('error') or row['status']}" for row in bench["results"] if row["status"] != "ok"]
+        if failed:
+            lines += ["Failed in this run: " + "; ".join(failed) + ".", ""]
     gpu = Path(results) / "gpu_check.json"
     if gpu.exists():
         check = json.loads(gpu.read_text())
