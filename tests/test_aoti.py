@@ -274,3 +274,18 @@ def test_gpu_check_runs_its_whole_path_on_a_cpu(tmp_path):
         assert all(ms > 0 for ms in row["ms"].values()) and "eager-fp16" in row["ms"]
         assert all(snr > 30 for label, snr in row["snr_db"].items() if label.startswith("aoti")), row["snr_db"]
     assert set(result["target"]) == {"what", "best_speedup", "met"}
+
+
+@pytest.mark.slow
+def test_real_time_block_recipe_builds_static_and_verifies(tmp_path, checkpoint_factory):
+    """recipes/stream/cpu-bf16-aoti-block.yaml's static block shape (the shape CUDA graphs replay on a
+    GPU), in fp16 for any AVX2 CPU: built, checked and verified."""
+    recipe = load_recipe(ROOT / "recipes" / "stream" / "cpu-bf16-aoti-block.yaml", [
+        f"source.checkpoint={checkpoint_factory()}", "target.precision=fp16", "target.cpu=avx2", f"output_dir={tmp_path / 'artifacts'}",
+        "latency.repeat=1", "latency.warmup=0",
+    ])
+    artifact = build(recipe, cache_dir=tmp_path / "cache", log=lambda message: None).path
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert manifest["model"]["frames"]["static"] and manifest["backend"]["cuda_graphs"] is False  # CUDA graphs are for device cuda
+    verified = run_cli("verify", artifact, "--json", "--skip-latency")
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -151,7 +151,8 @@ def test_json_schema_accepts_the_shipped_recipes_and_rejects_unknown_keys():
     schema = recipe_json_schema()
     assert schema["properties"]["target"]["properties"]["precision"]["enum"] == ["auto", "fp32", "fp16", "bf16", "int8"]
     assert schema["properties"]["target"]["properties"]["cpu"]["enum"] == ["auto", "portable", "avx2", "avx2-vnni", "avx512", "avx512-vnni", "avx512-bf16", "amx"]
-    recipes = sorted((ROOT / "recipes").glob("*.yaml")) + sorted((ROOT / "recipes" / "gpu").glob("*.yaml"))
+    recipes = [*sorted((ROOT / "recipes").glob("*.yaml")), *sorted((ROOT / "recipes" / "gpu").glob("*.yaml")),
+               *sorted((ROOT / "recipes" / "stream").glob("*.yaml"))]
     assert recipes
     for path in recipes:
         data = yaml.safe_load(path.read_text())
