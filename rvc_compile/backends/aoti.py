@@ -18,6 +18,7 @@ place that imports it, so ``rvc_compile.runtime`` stays importable without torch
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, BuildError, RecipeError, first_line
+from .base import check_supported, require_native_bf16
 from .program import DTYPES, channels_last, lower
 
 NAME = "aoti"
@@ -49,11 +51,7 @@ SLOW_PRECISIONS = {
 
 
 def check_target(target: Any) -> None:
-    if target.device not in DEVICES:
-        raise RecipeError(f"target.device: the aoti backend supports {', '.join(DEVICES)}, not {target.device!r}")
-    if target.precision not in PRECISIONS:
-        hint = " (int8 needs PT2E quantization, not built yet; use the openvino or onnxruntime backend for int8)" if target.precision == "int8" else ""
-        raise RecipeError(f"target.precision: the aoti backend supports {', '.join(PRECISIONS)}, not {target.precision!r}{hint}")
+    check_supported(sys.modules[__name__], target, {"int8": "int8 needs PT2E quantization, not built yet; use the openvino or onnxruntime backend for int8"})
     if target.device == "cuda":
         import torch
 
@@ -68,10 +66,7 @@ def check_target(target: Any) -> None:
     isa = resolve_target_cpu(target.cpu)
     if isa.name not in CODEGEN:
         raise RecipeError(f"target.cpu: the aoti backend generates code for x86-64 CPUs with AVX2 or newer; {isa.name} is not one")
-    if target.precision == "bf16" and not isa.native_bf16:
-        where = "this machine" if target.cpu == "auto" else f"target.cpu {target.cpu}"
-        raise RecipeError(f"target.precision: bf16 on the aoti backend needs native bf16 (AVX-512 BF16 or AMX); {where} is {isa.name}, "
-                          "where bf16 is emulated and slower than fp32 (use fp32)")
+    require_native_bf16(target, "use fp32")
 
 
 def check_policy(target: Any, policy: Any) -> None:

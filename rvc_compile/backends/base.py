@@ -124,6 +124,30 @@ FUNCTIONS = ("check_target", "check_policy", "build", "load", "adapt_to_cpu")
 HOOKS: dict[str, tuple[str, ...]] = {"profile": (), "peak_kernel": ("PEAK_KERNELS",)}
 
 
+def check_supported(module: Any, target: Any, hints: dict[str, str] | None = None) -> None:
+    """RecipeError unless ``target.device`` and ``target.precision`` are among the backend module's
+    ``DEVICES`` and ``PRECISIONS``; ``hints``: precision -> what to use instead, for the message."""
+    from ..errors import RecipeError
+
+    if target.device not in module.DEVICES:
+        raise RecipeError(f"target.device: the {module.NAME} backend supports {', '.join(module.DEVICES)}, not {target.device!r}")
+    if target.precision not in module.PRECISIONS:
+        hint = f" ({hints[target.precision]})" if hints and target.precision in hints else ""
+        raise RecipeError(f"target.precision: the {module.NAME} backend supports {', '.join(module.PRECISIONS)}, not {target.precision!r}{hint}")
+
+
+def require_native_bf16(target: Any, instead: str) -> None:
+    """RecipeError for bf16 on a target CPU class that would only emulate it (slower than fp32)."""
+    from ..errors import RecipeError
+    from ..machine import resolve_target_cpu
+
+    isa = resolve_target_cpu(target.cpu)
+    if target.precision == "bf16" and not isa.native_bf16:
+        where = "this machine" if target.cpu == "auto" else f"target.cpu {target.cpu}"
+        raise RecipeError(f"target.precision: bf16 needs a CPU with native bf16 (AVX-512 BF16 or AMX); {where} is {isa.name}, "
+                          f"where bf16 is emulated and slower than fp32 ({instead})")
+
+
 def problems(module: Any) -> list[str]:
     """What keeps ``module`` from being a backend: missing or mistyped names, half-provided hooks."""
     found = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ArtifactError, RecipeError, first_line
-from .base import NodeProfile, NodeTime
+from .base import NodeProfile, NodeTime, check_supported
 
 NAME = "onnxruntime"
 MODEL_FILE = "model.onnx"
@@ -34,11 +35,7 @@ PEAK_KERNELS = {"int8": "MatMulInteger u8s8"}
 
 
 def check_target(target: Any) -> None:
-    if target.device not in DEVICES:
-        raise RecipeError(f"target.device: onnxruntime backend supports {', '.join(DEVICES)}, not {target.device!r}")
-    if target.precision not in PRECISIONS:
-        hint = " (its CPU execution provider has no bf16 kernels; use fp16 here, or bf16 with the openvino backend)" if target.precision == "bf16" else ""
-        raise RecipeError(f"target.precision: onnxruntime backend supports {', '.join(PRECISIONS)}, not {target.precision!r}{hint}")
+    check_supported(sys.modules[__name__], target, {"bf16": "its CPU execution provider has no bf16 kernels; use fp16 here, or bf16 with the openvino backend"})
 
 
 def check_policy(target: Any, policy: Any) -> None:

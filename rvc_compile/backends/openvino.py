@@ -8,6 +8,7 @@ with the fp32 hint (measured here: bf16 for the unquantized rest was slower and 
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import ArtifactError, BuildError, RecipeError, first_line
-from .base import NodeProfile, NodeTime
+from .base import NodeProfile, NodeTime, check_supported, require_native_bf16
 
 NAME = "openvino"
 MODEL_FILE = "model.xml"
@@ -37,21 +38,8 @@ RANGE_ESTIMATORS = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "entropy"
 
 
 def check_target(target: Any) -> None:
-    if target.device not in DEVICES:
-        raise RecipeError(f"target.device: the openvino backend here supports {', '.join(DEVICES)}, not {target.device!r}")
-    if target.precision not in PRECISIONS:
-        hint = " (this backend's CPU plugin has no fp16 compute on CPUs without AVX512-FP16; use bf16)" if target.precision == "fp16" else ""
-        raise RecipeError(f"target.precision: the openvino backend supports {', '.join(PRECISIONS)}, not {target.precision!r}{hint}")
-    if target.precision == "bf16":
-        from ..machine import resolve_target_cpu
-
-        isa = resolve_target_cpu(target.cpu)
-        if not isa.native_bf16:
-            where = "this machine" if target.cpu == "auto" else f"target.cpu {target.cpu}"
-            raise RecipeError(
-                f"target.precision: bf16 needs a CPU with native bf16 (AVX-512 BF16 or AMX); {where} is {isa.name}, "
-                "where bf16 is emulated and slower than fp32 (use int8 or fp32, or precision: auto)"
-            )
+    check_supported(sys.modules[__name__], target, {"fp16": "this backend's CPU plugin has no fp16 compute on CPUs without AVX512-FP16; use bf16"})
+    require_native_bf16(target, "use int8 or fp32, or precision: auto")
 
 
 def check_policy(target: Any, policy: Any) -> None:
