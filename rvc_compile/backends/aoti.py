@@ -236,7 +236,8 @@ class Runner:
         tensors = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device) for name in self.input_names]
         with self._lock, torch.inference_mode():
             out = self._replay(tensors) if self._graphs is not None else self._call(tensors)
-            return out.float().cpu().numpy()
+            # A copy the caller owns: on CPU the package's output buffer, on CUDA a replayed graph's, is its own.
+            return out.float().cpu().numpy().copy() if self.device == "cpu" else out.float().cpu().numpy()
 
 
 def load(artifact_dir: Path, backend: dict[str, Any], threads: int | None = None, cache_dir: Path | None = None) -> Runner:
