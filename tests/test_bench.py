@@ -357,3 +357,14 @@ def test_report_renders_the_document_and_plot(baseline_result, checkpoint, peaks
         assert fragment in text, fragment
     assert text.count("**Machine:**") >= 3  # every table states the machine
     assert (tmp_path / "docs" / "performance" / report.PLOT_NAME).stat().st_size > 1000
+
+
+def test_accuracy_of_an_output_of_another_length_is_not_comparable():
+    """A real-time block artifact renders its block only: no SNR is printed against the whole reference."""
+    from rvc_compile.measure.bench import _accuracy_lines
+
+    same = {"reference": "eager-fp32", "length_mismatch": 0, "snr_db": 40.0, "log_mel_db": 0.1}
+    block = {"reference": "eager-fp32", "length_mismatch": -40000, "snr_db": -1e9, "log_mel_db": 1e9}
+    lines = _accuracy_lines([("eager-fp32", {**same, "snr_db": None, "log_mel_db": 0.0}), ("voice", same), ("voice-block", block)])
+    assert "40.0" in lines[2] and "0.1000" in lines[2]
+    assert "not comparable: its output is -40000 samples" in lines[3] and "1e" not in lines[3]

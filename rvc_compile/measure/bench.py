@@ -698,6 +698,9 @@ def _accuracy_lines(accuracy: list[tuple[str, dict[str, Any]]]) -> list[str]:
         columns.append(next(k for k in metrics if k != columns[0]))
     lines = [f"accuracy against {accuracy[0][1]['reference']} on the same input ({' / '.join(ACCURACY_TITLES.get(k, k) for k in columns)})"]
     for label, acc in accuracy:
+        if acc.get("length_mismatch"):  # a real-time block renders only its block: its output is not the reference's
+            lines.append(f"  {label:<36}" + f"  not comparable: its output is {acc['length_mismatch']:+d} samples against the reference's")
+            continue
         cells = []
         for key in columns:
             if key == "snr_db":
