@@ -51,7 +51,7 @@ SLOW_PRECISIONS = {
 
 
 def check_target(target: Any) -> None:
-    check_supported(sys.modules[__name__], target, {"int8": "int8 needs PT2E quantization, not built yet; use the openvino or onnxruntime backend for int8"})
+    check_supported(sys.modules[__name__], target, {"int8": "int8 would need PT2E quantization, which left torch for torchao; not built: use the openvino or onnxruntime backend for int8"})
     if target.device == "cuda":
         import torch
 
