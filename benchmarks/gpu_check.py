@@ -20,6 +20,7 @@ path on a CPU (the suite's smoke test).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             result["packages"][label] = {"compile_s": round(seconds, 1), "lowered_layers": section["lowered"]["layers"], "cuda_graphs": section["cuda_graphs"]}
             print(f"{label}: compiled in {seconds:.0f} s", flush=True)
         reference = model.to(args.device)
-        eager_half = _model(checkpoint, workdir)[0].to(args.device).half()
+        eager_half = copy.deepcopy(model).half()  # the same model, whole in fp16 (no second load and passes)
 
         def feed_at(frames: int, seed: int) -> dict[str, np.ndarray]:
             return graph_inputs(spec, names, frames, seed=seed, component=component)
